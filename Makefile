@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test system-deps bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: an example workflow, offline (Prefect locally, SQLite, fast-agent's passthrough model).
+run: setup
+	$(VENV)/bin/orchestra run deployments/workflows/code-review.yaml
+
+# Debian packages the suite needs (PostgreSQL, Chromium, bubblewrap), when we may install them.
+system-deps:
+	@$(PY) tests/system_deps.py
+
+test: setup system-deps
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,202 @@
+"""Orchestra's local Prefect server: started on demand, reused by later commands.
+
+Prefect's ephemeral mode starts a fresh API server in every process (6 s here on an
+existing database, 12-14 s more to migrate a new one) and stops it when the process
+exits, sometimes before the last task states are written. So when `PREFECT_API_URL`
+is unset, `orchestra` starts `prefect server start` on loopback once, in the
+background, with its home in `$ORCHESTRA_HOME/prefect`, and every later command
+reuses it. It stops by itself after `ORCHESTRA_SERVER_IDLE_MINUTES` (default 60)
+without an Orchestra command, or with `orchestra server stop`. The UI is at the
+server's address. `ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from services.runtime import orchestra_home
+
+STATE_FILE = "prefect-server.json"
+DEFAULT_PORT = 4200
+
+
+def _state_path() -> Path:
+    return orchestra_home() / STATE_FILE
+
+
+def _activity_path() -> Path:
+    return orchestra_home() / "prefect-server.activity"
+
+
+def _healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def status() -> dict | None:
+    """The running server's {pid, url, ui} or None."""
+    path = _state_path()
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        os.kill(info["pid"], 0)
+    except (ValueError, KeyError, OSError):
+        return None
+    return info if _healthy(info["url"]) else None
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+@contextmanager
+def _lock():
+    import fcntl
+
+    with open(orchestra_home() / "prefect-server.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure(echo=None, timeout: float = 180.0) -> str | None:
+    """Point this process at a Prefect API; returns its URL, or None for ephemeral mode."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if os.environ.get("ORCHESTRA_PREFECT", "local") == "ephemeral":
+        return None
+    _activity_path().touch()
+    info = status()
+    if info is None:
+        with _lock():
+            info = status()
+            if info is None:
+                info = _start(echo, timeout)
+    os.environ["PREFECT_API_URL"] = info["url"]
+    return info["url"]
+
+
+def _start(echo, timeout: float) -> dict:
+    home = orchestra_home()
+    port = _free_port(int(os.environ.get("ORCHESTRA_SERVER_PORT", DEFAULT_PORT)))
+    log = home / "prefect-server.log"
+    if echo:
+        echo(f"Starting a local Prefect server on http://127.0.0.1:{port} (first start migrates its database: ~20 s) ...")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.prefect_server", "supervise", str(port)],
+        stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent),
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the local Prefect server exited (code {proc.returncode}); see {log}:\n{tail}")
+        if _healthy(url):
+            info = {"pid": proc.pid, "url": url, "ui": f"http://127.0.0.1:{port}", "log": str(log)}
+            _state_path().write_text(json.dumps(info))
+            return info
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s; see {log}")
+
+
+def stop() -> bool:
+    info = None
+    path = _state_path()
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text())
+        except ValueError:
+            info = None
+    path.unlink(missing_ok=True)
+    if not info:
+        return False
+    try:
+        os.kill(info["pid"], signal.SIGTERM)
+    except OSError:
+        return False
+    for _ in range(100):
+        try:
+            os.kill(info["pid"], 0)
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return True
+
+
+def _supervise(port: int) -> int:
+    """Run `prefect server start` and stop it when Orchestra has been idle long enough."""
+    home = orchestra_home()
+    idle = float(os.environ.get("ORCHESTRA_SERVER_IDLE_MINUTES", "60")) * 60
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.setdefault("PREFECT_HOME", str(home / "prefect"))
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "results"))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdin=subprocess.DEVNULL,
+    )
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    activity = _activity_path()
+    while not stopping and child.poll() is None:
+        time.sleep(1)
+        try:
+            last = activity.stat().st_mtime
+        except OSError:
+            last = 0
+        if time.time() - last > idle:
+            break
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    try:
+        info = json.loads(_state_path().read_text())
+        if info.get("pid") == os.getpid():
+            _state_path().unlink()
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "supervise":
+        sys.exit(_supervise(int(sys.argv[2])))
+    print("usage: python -m services.prefect_server supervise PORT", file=sys.stderr)
+    sys.exit(2)

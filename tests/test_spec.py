@@ -1,0 +1,189 @@
+"""Workflow definitions: parsing, validation messages, the /run-graph format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.spec import WorkflowError, coerce_inputs, load_workflow, parse_workflow
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "deployments" / "workflows").glob("*.yaml"))
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_workflows_validate(path):
+    wf = load_workflow(path)
+    assert wf.name == path.stem
+    assert wf.steps
+
+
+def test_shipped_examples_cover_each_kind():
+    names = {p.stem for p in SHIPPED}
+    assert {"hello", "code-review", "research", "fan-out"} <= names
+
+
+def test_types_define_dependencies():
+    seq = parse_workflow({"name": "s", "type": "sequential", "steps": [
+        {"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "c", "prompt": "z"}]})
+    assert seq.dependencies() == {"a": [], "b": ["a"], "c": ["b"]}
+    par = parse_workflow({"name": "p", "type": "parallel", "steps": [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}]})
+    assert par.dependencies() == {"a": [], "b": []}
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "bad.yaml", "name: x\nsteps:\n  - id: a\n    prompt: [unclosed\n")
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path)
+    message = str(info.value)
+    assert str(path) in message and "invalid YAML" in message and "line" in message
+
+
+def test_malformed_json_names_line(tmp_path):
+    path = write(tmp_path, "bad.json", '{"name": "x", "steps": [}')
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path)
+    assert "bad.json" in str(info.value) and "line 1" in str(info.value)
+
+
+def test_cycle_names_the_steps():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "c", "steps": [
+            {"id": "a", "prompt": "x", "depends_on": ["c"]},
+            {"id": "b", "prompt": "x", "depends_on": ["a"]},
+            {"id": "c", "prompt": "x", "depends_on": ["b"]},
+            {"id": "d", "prompt": "x"}]}, source="c.yaml")
+    message = str(info.value)
+    assert "cycle" in message
+    for sid in ("a", "b", "c"):
+        assert f"{sid}" in message.split("cycle", 1)[1]
+    assert "d" not in message.split("cycle", 1)[1].replace("-", "")
+
+
+def test_every_problem_is_reported_with_its_step():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "m", "inputs": {"code": {"type": "string"}}, "steps": [
+            {"id": "a", "prompt": "{{ inputs.nope }}"},
+            {"id": "b", "prompt": "{{ steps.zzz.output }}", "agent": "no-such-agent"},
+            {"id": "c", "prompt": "x", "depends_on": ["ghost"]}]}, source="m.yaml")
+    problems = info.value.problems
+    # depends_on errors are reported first, alone (the graph is unusable until fixed)
+    assert problems == ["step 'c': depends_on names unknown step 'ghost'"]
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "m", "inputs": {"code": {"type": "string"}}, "steps": [
+            {"id": "a", "prompt": "{{ inputs.nope }}"},
+            {"id": "b", "prompt": "{{ steps.zzz.output }} {{ steps.a.text }}", "agent": "no-such-agent", "depends_on": ["a"]}]},
+            source="m.yaml")
+    text = "\n".join(info.value.problems)
+    assert "step 'a': prompt: unknown input 'nope'" in text
+    assert "step 'b': prompt: unknown step 'zzz'" in text
+    assert "step 'b': prompt: step 'a' has no field 'text'" in text
+    assert "step 'b': unknown agent 'no-such-agent'" in text
+
+
+def test_template_must_use_upstream_steps_only():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "u", "steps": [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "{{ steps.a.output }}"}]})
+    assert "not upstream" in str(info.value) and "step 'b'" in str(info.value)
+
+
+def test_bad_model_string_names_agent():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "b", "agents": {"r": {"model": "gpt-4"}}, "steps": [{"id": "a", "agent": "r", "prompt": "x"}]})
+    assert "agent 'r'" in str(info.value)
+
+
+def test_unknown_field_and_bad_name():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "Bad Name", "steps": [{"id": "a", "prompt": "x", "retires": 3}]})
+    text = "\n".join(info.value.problems)
+    assert "name" in text and "step 'a': retires: unknown field" in text
+
+
+def test_template_syntax_error_is_located():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "t", "steps": [{"id": "a", "prompt": "{{ inputs.x "}]})
+    assert "step 'a': prompt:" in str(info.value)
+
+
+def test_for_each_and_when_names_are_checked():
+    wf = parse_workflow({"name": "f", "inputs": {"xs": {"type": "array", "default": [1]}}, "steps": [
+        {"id": "a", "for_each": "inputs.xs", "prompt": "{{ item }} {{ index }}"},
+        {"id": "b", "when": "inputs.xs | length > 1", "depends_on": ["a"], "prompt": "{{ steps.a.output | join(',') }}"}]})
+    assert wf.step("a").for_each == "inputs.xs"
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "f", "steps": [{"id": "a", "prompt": "{{ item }}"}]})
+    assert "unknown name 'item'" in str(info.value)
+
+
+def test_output_schema_must_be_a_schema():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"name": "o", "steps": [{"id": "a", "prompt": "x", "output_schema": {"type": "nonsense"}}]})
+    assert "step 'a': output_schema" in str(info.value)
+
+
+def test_inputs_are_typed_and_checked():
+    wf = parse_workflow({"name": "i", "inputs": {
+        "n": {"type": "integer", "default": 1}, "flag": {"type": "boolean", "default": False},
+        "xs": {"type": "array", "default": []}, "who": {"type": "string"}}, "steps": [{"id": "a", "prompt": "x"}]})
+    assert coerce_inputs(wf, {"n": "3", "flag": "true", "xs": "[1, 2]", "who": "me"}) == {
+        "n": 3, "flag": True, "xs": [1, 2], "who": "me"}
+    with pytest.raises(WorkflowError) as info:
+        coerce_inputs(wf, {"n": "three", "bogus": "1"})
+    text = "\n".join(info.value.problems)
+    assert "unknown input 'bogus'" in text and "input 'n': expected integer" in text and "input 'who' is required" in text
+
+
+def test_run_graph_format(tmp_path):
+    doc = {"workflow_type": "graph", "tasks": [
+        {"agent_id": "1", "agent_role": "backend", "input_data": {"task": "Design the {API}"}, "depends_on": []},
+        {"agent_id": "2", "agent_role": "frontend", "input_data": {"task": "Build the UI"}, "depends_on": []},
+        {"agent_id": "3", "agent_role": "qa", "input_data": {"task": "Test it", "env": "staging"}, "depends_on": ["1", "2"]}]}
+    wf = load_workflow(write(tmp_path, "graph-job.json", json.dumps(doc)))
+    assert wf.name == "graph-job"
+    assert wf.dependencies() == {"1": [], "2": [], "3": ["1", "2"]}
+    assert wf.step("3").agent == "qa"
+    from flows import templates
+
+    text = templates.render(wf.step("3").prompt, {"steps": {"1": {"output": "API!"}, "2": {"output": "UI!"}}, "inputs": {}})
+    assert text.startswith("Test it") and "API!" in text and "UI!" in text and "staging" in text
+    assert templates.render(wf.step("1").prompt, {"steps": {}, "inputs": {}}) == "Design the {API}"
+
+
+def test_run_graph_sequential_passes_previous_output():
+    wf = parse_workflow({"workflow_type": "sequential", "tasks": [
+        {"agent_id": "a", "agent_role": "backend", "input_data": {"task": "one"}},
+        {"agent_id": "b", "agent_role": "qa", "input_data": {"task": "two"}}]})
+    assert wf.dependencies() == {"a": [], "b": ["a"]}
+    assert "steps['a'].output" in wf.step("b").prompt
+
+
+def test_run_graph_unknown_role_is_an_error():
+    with pytest.raises(WorkflowError) as info:
+        parse_workflow({"workflow_type": "graph", "tasks": [
+            {"agent_id": "1", "agent_role": "wizard", "input_data": {"task": "x"}}]}, source="job.json")
+    assert "task '1'" in str(info.value) and "unknown agent_role 'wizard'" in str(info.value)
+
+
+def test_python_workflow(tmp_path):
+    path = write(tmp_path, "py_flow.py", "workflow = {'name': 'py-flow', 'steps': [{'id': 'a', 'prompt': 'hi'}]}\n")
+    assert load_workflow(path).name == "py-flow"
+    broken = write(tmp_path, "broken.py", "raise RuntimeError('boom')\n")
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(broken)
+    assert "broken.py" in str(info.value) and "boom" in str(info.value)
+
+
+def test_mermaid_graph():
+    wf = load_workflow(ROOT / "deployments" / "workflows" / "code-review.yaml")
+    text = wf.mermaid()
+    assert text.startswith("flowchart TD")
+    assert "s_security --> s_summary" in text and "s_style --> s_summary" in text
