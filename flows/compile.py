@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -112,13 +113,26 @@ def _cache_key(context, parameters: dict[str, Any]) -> str:
     return f"orchestra-step-{digest}"
 
 
+@functools.lru_cache(maxsize=256)
+def _step_task_variant(retries: int, timeout: float | None, no_cache: bool, delay: float):
+    """The step task with a step's options. `with_options` builds a new Task (and reads
+    the function's source): done once per distinct option set, not once per step."""
+    options: dict[str, Any] = dict(
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=delay)(retries) if retries else 0,
+        retry_jitter_factor=0.5,
+        timeout_seconds=timeout,
+    )
+    return (uncached_step_task if no_cache else step_task).with_options(**options)
+
+
 def _attempt() -> int:
     ctx = get_run_context()
     return getattr(ctx.task_run, "run_count", 1) or 1
 
 
-@task(name="step", persist_result=True, cache_key_fn=_cache_key, retry_condition_fn=_is_transient)
-async def step_task(
+async def _step(
+    label: str,
     step: str,
     prompt: str,
     agent: dict[str, Any],
@@ -142,12 +156,21 @@ async def step_task(
                 f"Previous answer:\n{result.output}\n\n"
                 f"Reply with only a JSON value that matches this JSON Schema:\n{json.dumps(output_schema)}"
             )
-            fixed, _ = await _call(run, step, config, model, repair, timeout, attempt, json_mode=True, repair=True)
-            outcome = _merge(outcome, fixed)
+            fixed, fixed_outcome = await _call(run, step, config, model, repair, timeout, attempt,
+                                               json_mode=True, repair=True)
+            outcome = _merge(outcome, fixed_outcome)
             output, problem = _parse_output(fixed.output, output_schema)
             if problem is not None:
                 raise StepError(f"step '{step}': output does not match output_schema after one repair attempt: {problem}")
     return {**outcome, "output": output}
+
+
+# One step, as Prefect sees it: a task run named after the step. The cached variant
+# keys its persisted result on what decides the answer; `--no-cache` uses the other.
+step_task = task(_step, name="step", task_run_name="{label}", persist_result=True,
+                 cache_key_fn=_cache_key, retry_condition_fn=_is_transient)
+uncached_step_task = task(_step, name="step", task_run_name="{label}", persist_result=False,
+                          cache_policy=NO_CACHE, retry_condition_fn=_is_transient)
 
 
 async def _call(run: _Run | None, step: str, config: AgentConfig, model: str, prompt: str,
@@ -355,8 +378,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
     states: dict[str, list[State]] = {}
     outputs: dict[str, dict] = {}
     registry: dict | None = None
-    retry_delays = exponential_backoff(backoff_factor=_retry_delay())
-    cache_opts = {"cache_policy": NO_CACHE, "persist_result": False} if no_cache else {}
+    delay = _retry_delay()
 
     async def run_step(step: Step) -> None:
         nonlocal registry
@@ -392,22 +414,15 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                            for i, it in enumerate(items)]
             else:
                 prompts = [(step.id, templates.render(prompt_source, context))]
-            options = dict(
-                name=step.id,
-                retries=step.retries,
-                retry_delay_seconds=retry_delays(step.retries) if step.retries else 0,
-                retry_jitter_factor=0.5,
-                timeout_seconds=step.timeout,
-                **cache_opts,
-            )
+            step_fn = _step_task_variant(step.retries, step.timeout, no_cache, delay)
             agent_params = agent.model_dump(exclude_defaults=True)
             wait_for = [s for d in deps[step.id] for s in states.get(d, [])]
             t_start = time.perf_counter()
             _notify(step.id, "RUNNING", {"agent": agent.name, "model": model})
 
             async def one(run_name: str, prompt: str) -> State:
-                return await step_task.with_options(**options, task_run_name=run_name)(
-                    step=step.id, prompt=prompt, agent=agent_params, model=model,
+                return await step_fn(
+                    label=run_name, step=step.id, prompt=prompt, agent=agent_params, model=model,
                     timeout=step.timeout, output_schema=step.output_schema,
                     wait_for=wait_for, return_state=True,
                 )

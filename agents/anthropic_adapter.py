@@ -1,0 +1,92 @@
+"""Anthropic Messages through the official SDK (``AsyncAnthropic``), non-streaming.
+
+``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` are read by the SDK itself. One client
+per (running loop, base URL, key) on the SDK's aiohttp transport, ``max_retries=0``
+(see openai_adapter for the CPU numbers behind the transport choice).
+
+The Messages API of this SDK (anthropic 1.17) has no sampling parameters, so an
+agent's ``temperature`` does not apply here. ``json_mode`` adds an instruction to
+the system prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anthropic
+
+from . import pricing
+from ._sdk import cached_client, map_error, missing_key
+from .base import AgentConfig, AgentResult
+
+PROVIDER = "anthropic"
+KEY_VAR = "ANTHROPIC_API_KEY"
+DEFAULT_MAX_TOKENS = 1024
+JSON_INSTRUCTION = "Answer with one JSON object and nothing else."
+
+
+def _make_client(model: str) -> anthropic.AsyncAnthropic:
+    try:
+        client = anthropic.AsyncAnthropic(max_retries=0, http_client=anthropic.DefaultAioHttpClient())
+    except anthropic.AnthropicError as e:  # e.g. ANTHROPIC_PROFILE names a missing profile
+        raise missing_key(PROVIDER, model, KEY_VAR, str(e)) from None
+    # Without any credentials the SDK only complains when it sends a request.
+    if client.api_key is None and client.auth_token is None and client.credentials is None:
+        raise missing_key(PROVIDER, model, KEY_VAR)
+    return client
+
+
+async def call(
+    agent: AgentConfig,
+    prompt: str,
+    *,
+    model: str,
+    name: str,
+    timeout: float | None = None,
+    json_mode: bool = False,
+) -> AgentResult:
+    """One Messages request of ``prompt`` to ``name`` (``model`` is "anthropic:<name>")."""
+    key = (PROVIDER, os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get(KEY_VAR))
+    client = await cached_client(key, lambda: _make_client(model))
+
+    kwargs: dict = {
+        "model": name,
+        "max_tokens": agent.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    system = "\n\n".join(s for s in (agent.instruction, JSON_INSTRUCTION if json_mode else None) if s)
+    if system:
+        kwargs["system"] = system
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+
+    started = time.perf_counter()
+    try:
+        message = await client.messages.create(**kwargs)
+    except anthropic.AnthropicError as e:
+        # no chaining: SDK messages may echo the key, and tracebacks end up in logs
+        raise map_error(e, anthropic, provider=PROVIDER, model=model, key_var=KEY_VAR) from None
+    latency_ms = (time.perf_counter() - started) * 1000
+
+    output = "".join(block.text for block in message.content if block.type == "text")
+    usage = message.usage
+    cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
+    # Anthropic's input_tokens leaves out the cached part; AgentResult counts the whole prompt.
+    input_tokens = usage.input_tokens + cache_read + cache_write
+    cost, priced = pricing.price(
+        PROVIDER, name, input_tokens, usage.output_tokens, cache_read, cache_write_tokens=cache_write
+    )
+    return AgentResult(
+        output=output,
+        provider=PROVIDER,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=cache_read,
+        cost_usd=cost,
+        priced=priced,
+        latency_ms=latency_ms,
+        agent=agent.name,
+    )

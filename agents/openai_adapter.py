@@ -1,0 +1,90 @@
+"""OpenAI Chat Completions through the official SDK (``AsyncOpenAI``), non-streaming.
+
+``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read by the SDK itself when a client is
+made; any Chat Completions server works (vLLM, Ollama, llama.cpp). One client per
+(running loop, base URL, key), ``max_retries=0``: Orchestra decides every retry.
+
+Transport: the SDK's aiohttp transport (``openai.DefaultAioHttpClient()``; pool of
+1000 connections, enough for the benchmark's 64 concurrent calls on one loop).
+Measured client CPU per call (``time.process_time``) against tests/fakes running in
+another process, 64 calls in flight, 2000-3000 calls, Python 3.11, on a shared
+2-core box, several runs: default httpx2 transport 2250-3300 µs, aiohttp transport
+1330-1870 µs, about 40 % less (anthropic 1.17: 2060-2480 µs vs 1040-1300 µs).
+``call_agent`` on top of the bare SDK call is within the noise (< 100 µs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import openai
+
+from . import pricing
+from ._sdk import cached_client, map_error, missing_key
+from .base import AgentConfig, AgentResult
+
+PROVIDER = "openai"
+KEY_VAR = "OPENAI_API_KEY"
+
+
+def _make_client(model: str) -> openai.AsyncOpenAI:
+    try:
+        return openai.AsyncOpenAI(max_retries=0, http_client=openai.DefaultAioHttpClient())
+    except openai.OpenAIError:  # the SDK found no credentials
+        raise missing_key(PROVIDER, model, KEY_VAR) from None
+
+
+async def call(
+    agent: AgentConfig,
+    prompt: str,
+    *,
+    model: str,
+    name: str,
+    timeout: float | None = None,
+    json_mode: bool = False,
+) -> AgentResult:
+    """One Chat Completions request of ``prompt`` to ``name`` (``model`` is "openai:<name>")."""
+    key = (PROVIDER, os.environ.get("OPENAI_BASE_URL"), os.environ.get(KEY_VAR))
+    client = await cached_client(key, lambda: _make_client(model))
+
+    messages = [{"role": "user", "content": prompt}]
+    if agent.instruction:
+        messages.insert(0, {"role": "system", "content": agent.instruction})
+    kwargs: dict = {"model": name, "messages": messages}
+    if agent.temperature is not None:
+        kwargs["temperature"] = agent.temperature
+    if agent.max_tokens is not None:
+        kwargs["max_completion_tokens"] = agent.max_tokens
+    if json_mode:
+        kwargs["response_format"] = {"type": "json_object"}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+
+    started = time.perf_counter()
+    try:
+        response = await client.chat.completions.create(**kwargs)
+    except openai.OpenAIError as e:
+        # no chaining: SDK messages may echo the key, and tracebacks end up in logs
+        raise map_error(e, openai, provider=PROVIDER, model=model, key_var=KEY_VAR) from None
+    latency_ms = (time.perf_counter() - started) * 1000
+
+    output = (response.choices[0].message.content or "") if response.choices else ""
+    usage = response.usage
+    input_tokens = usage.prompt_tokens if usage else 0
+    output_tokens = usage.completion_tokens if usage else 0
+    details = usage.prompt_tokens_details if usage else None
+    cached_tokens = (details.cached_tokens or 0) if details else 0
+    cost, priced = pricing.price(PROVIDER, name, input_tokens, output_tokens, cached_tokens)
+    return AgentResult(
+        output=output,
+        provider=PROVIDER,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached_tokens,
+        cost_usd=cost,
+        priced=priced,
+        latency_ms=latency_ms,
+        agent=agent.name,
+    )

@@ -1,0 +1,166 @@
+"""SQLAlchemy 2 declarative models of the Orchestra ledger.
+
+Two tables in this revision:
+
+* ``runs``  -- one row per Prefect flow run (a workflow execution); the token and
+  cost totals are written by :meth:`services.store.Store.finish_run`, computed in
+  SQL from the ``calls`` rows.
+* ``calls`` -- one row per provider attempt (one call = one attempt = one request).
+
+Timestamps are timezone-aware UTC datetimes in Python on every backend
+(:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
+``services/migrations/versions``; a test checks that these models and the
+migrated schema do not drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Base",
+    "Run",
+    "Call",
+    "UTCDateTime",
+    "RUN_STATES",
+    "FINAL_RUN_STATES",
+    "CALL_STATUSES",
+    "NAMING_CONVENTION",
+]
+
+# Run states (Prefect's flow-run state types that Orchestra records).
+RUN_STATES = ("RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+FINAL_RUN_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+CALL_STATUSES = ("ok", "error")
+
+# Deterministic constraint names, so later Alembic revisions can drop/alter them
+# on every backend (SQLite batch mode needs names too).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UTC = timezone.utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``TIMESTAMP WITH TIME ZONE`` that always round-trips as aware UTC.
+
+    * bind: naive datetimes are taken as UTC; aware ones are converted to UTC.
+      SQLite has no time zones, so the value is stored as naive UTC text
+      (``YYYY-MM-DD HH:MM:SS.ffffff``), which also sorts and groups correctly.
+    * result: always an aware datetime in UTC (PostgreSQL returns the session
+      time zone; SQLite returns naive values).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        else:
+            value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (indexable later), JSON (text) elsewhere.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# 64-bit ids on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
+CallId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    flow_run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="RUNNING", server_default="RUNNING")
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    started: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_override: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+    __table_args__ = (
+        Index("ix_runs_started", "started"),
+        Index("ix_runs_workflow_started", "workflow", "started"),
+    )
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Run({self.flow_run_id!r}, {self.workflow!r}, {self.state})"
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.flow_run_id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(200))
+    agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    priced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    status: Mapped[str] = mapped_column(String(8), default="ok", server_default="ok")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_calls_created", "created"),)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Call({self.id}, {self.flow_run_id!r}, {self.step!r}, {self.model!r})"

@@ -1,0 +1,815 @@
+"""The Orchestra ledger: runs and provider calls in SQL (SQLite or PostgreSQL).
+
+    from services.store import get_store, CallRecord
+    store = get_store()                       # one Store per URL per process
+    store.start_run(flow_run_id=..., workflow="code-review", inputs={...}, started=now)
+    store.record_call(CallRecord(flow_run_id=..., step="security", model="openai:gpt-4.1-mini",
+                                 input_tokens=270, output_tokens=80, cost_usd=0.00014, priced=True))
+    store.finish_run(flow_run_id=..., state="COMPLETED", ended=now)   # flushes, then totals in SQL
+    store.list_runs(); store.get_run(id); store.costs("model")
+
+Writes of calls never block the caller: :meth:`Store.record_call` only puts the
+record on an in-memory queue (a few µs); one background writer thread per Store
+commits the queue in batches (each batch one transaction, so each row is atomic).
+:meth:`Store.flush` waits until everything queued so far is committed;
+``finish_run`` and the read queries flush first, and an ``atexit`` hook flushes
+every Store before the interpreter exits.
+
+Error texts (and string inputs) pass through :func:`services.redact.redact`
+before they are written: no secret reaches the store.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from services.db import WRITE, day_of, is_memory_sqlite, make_engine, resolve_url
+from services.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
+from services.models import CALL_STATUSES, FINAL_RUN_STATES, Call, Run
+from services.redact import redact, redact_url
+
+__all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError"]
+
+log = logging.getLogger("orchestra.store")
+
+UTC = timezone.utc
+COST_GROUPS = ("model", "agent", "workflow", "day")
+MAX_ERROR_CHARS = 20_000
+MAX_BATCH = 500
+# pg_advisory_xact_lock key that serializes concurrent migrations (any constant).
+_PG_MIGRATE_LOCK = 7_267_001_842
+_RUNS = Run.__table__
+_CALLS = Call.__table__
+_TOTAL_KWARGS = frozenset(
+    {"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "calls", "duration_s"}
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (e.g. a database newer than this code)."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One provider attempt, as written to the ``calls`` table.
+
+    ``provider`` may be left out when ``model`` is ``provider:model``.
+    ``created`` defaults to the time :meth:`Store.record_call` was called.
+    """
+
+    flow_run_id: str
+    step: str
+    model: str
+    provider: str | None = None
+    agent: str | None = None
+    attempt: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = False
+    latency_ms: float = 0.0
+    status: str = "ok"
+    error: str | None = None
+    cached: bool = False
+    created: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in CALL_STATUSES:
+            raise ValueError(f"CallRecord.status must be one of {CALL_STATUSES}, got {self.status!r}")
+        if not self.provider:
+            provider = self.model.split(":", 1)[0] if ":" in self.model else "unknown"
+            object.__setattr__(self, "provider", provider)
+
+    @classmethod
+    def from_result(
+        cls,
+        result: Any,
+        *,
+        flow_run_id: str,
+        step: str,
+        attempt: int | None = None,
+        cached: bool = False,
+        agent: str | None = None,
+        created: datetime | None = None,
+    ) -> CallRecord:
+        """From an ``agents.base.AgentResult`` (duck-typed: any object with its fields)."""
+        return cls(
+            flow_run_id=flow_run_id,
+            step=step,
+            model=result.model,
+            provider=getattr(result, "provider", None),
+            agent=agent if agent is not None else getattr(result, "agent", None),
+            attempt=attempt if attempt is not None else getattr(result, "attempts", 1),
+            input_tokens=getattr(result, "input_tokens", 0) or 0,
+            output_tokens=getattr(result, "output_tokens", 0) or 0,
+            cached_tokens=getattr(result, "cached_tokens", 0) or 0,
+            cost_usd=getattr(result, "cost_usd", 0.0) or 0.0,
+            priced=bool(getattr(result, "priced", False)),
+            latency_ms=getattr(result, "latency_ms", 0.0) or 0.0,
+            status="ok",
+            cached=cached,
+            created=created,
+        )
+
+    @classmethod
+    def from_error(
+        cls,
+        error: BaseException | str,
+        *,
+        flow_run_id: str,
+        step: str,
+        model: str | None = None,
+        provider: str | None = None,
+        agent: str | None = None,
+        attempt: int = 1,
+        latency_ms: float = 0.0,
+        created: datetime | None = None,
+    ) -> CallRecord:
+        """A failed attempt, e.g. from an ``agents.base.AgentCallError``."""
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        return cls(
+            flow_run_id=flow_run_id,
+            step=step,
+            model=model or getattr(error, "model", None) or "unknown",
+            provider=provider or getattr(error, "provider", None),
+            agent=agent,
+            attempt=attempt,
+            latency_ms=latency_ms,
+            status="error",
+            error=str(message),
+            created=created,
+        )
+
+
+_STOP = object()
+
+
+def _clean_error(error: Any) -> str | None:
+    if error is None:
+        return None
+    text_ = redact(str(error))
+    if len(text_) > MAX_ERROR_CHARS:
+        text_ = text_[:MAX_ERROR_CHARS] + f"... [{len(text_) - MAX_ERROR_CHARS} chars truncated]"
+    return text_
+
+
+def _redact_obj(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): _redact_obj(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_obj(v) for v in value]
+    return value
+
+
+def _finite(x: Any) -> float:
+    x = float(x or 0.0)
+    return x if math.isfinite(x) else 0.0  # NaN/inf would poison every SUM
+
+
+def _aware(dt: datetime | None) -> datetime:
+    if dt is None:
+        return datetime.now(UTC)
+    if not isinstance(dt, datetime):
+        raise TypeError(f"expected a datetime, got {type(dt).__name__}")
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _state_name(state: Any) -> str:
+    # Accepts "COMPLETED", "completed", Prefect's StateType enum or a State object.
+    state = getattr(state, "type", state)
+    return str(getattr(state, "value", state)).upper()
+
+
+def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "flow_run_id": row["flow_run_id"],
+        "workflow": row["workflow"],
+        "state": row["state"],
+        "inputs": row["inputs"],
+        "started": _iso(row["started"]),
+        "ended": _iso(row["ended"]),
+        "duration_s": row["duration_s"],
+        "input_tokens": int(row["input_tokens"] or 0),
+        "output_tokens": int(row["output_tokens"] or 0),
+        "cached_tokens": int(row["cached_tokens"] or 0),
+        "cost_usd": float(row["cost_usd"] or 0.0),
+        "calls": int(row["calls"] or 0),
+        "error": row["error"],
+        "model_override": row["model_override"],
+    }
+
+
+def _call_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    d = dict(row)
+    d["created"] = _iso(d["created"])
+    d["priced"] = bool(d["priced"])
+    d["cached"] = bool(d["cached"])
+    return d
+
+
+def _totals_select() -> Any:
+    c = _CALLS.c
+    return select(
+        func.count(c.id).label("calls"),
+        func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(c.cached_tokens), 0).label("cached_tokens"),
+        func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
+    )
+
+
+def _totals_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "calls": int(row["calls"] or 0),
+        "input_tokens": int(row["input_tokens"] or 0),
+        "output_tokens": int(row["output_tokens"] or 0),
+        "cached_tokens": int(row["cached_tokens"] or 0),
+        "cost_usd": float(row["cost_usd"] or 0.0),
+    }
+
+
+# --------------------------------------------------------------------------- store
+
+
+class Store:
+    """The ledger on one database URL.  Thread-safe; see the module docstring."""
+
+    def __init__(self, url: str | URL | None = None, *, auto_migrate: bool = True) -> None:
+        self.url: URL = resolve_url(url)
+        self.engine = make_engine(self.url)
+        self._write_engine = self.engine.execution_options(**WRITE)
+        self.backend: str = self.url.get_backend_name()
+        self.auto_migrate = auto_migrate
+        # An in-memory SQLite database is one shared connection: serialize its use.
+        self._dblock: Any = threading.RLock() if is_memory_sqlite(self.url) else None
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        self._reset_writer()
+        self.write_errors = 0
+        self.last_write_error: str | None = None
+        _STORES.add(self)
+
+    def _reset_writer(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Store({redact_url(self.url)!r})"
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked."""
+        return self.url.render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------ connections
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A read connection (the transaction is rolled back at the end)."""
+        self._ready()
+        with self._dblock or contextlib.nullcontext(), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE), committed at the end."""
+        self._ready()
+        with self._dblock or contextlib.nullcontext(), self._write_engine.begin() as conn:
+            yield conn
+
+    def _ready(self) -> None:
+        if not self._migrated and self.auto_migrate:
+            self.migrate()
+
+    # ------------------------------------------------------------ migrations
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (``alembic upgrade head``).
+
+        Idempotent and cheap when already at head: one ``SELECT`` on the version
+        table, no Alembic import.  Concurrent callers (threads or processes) are
+        serialized: SQLite by ``BEGIN IMMEDIATE``, PostgreSQL by an advisory lock.
+        """
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            self._migrate()
+            self._migrated = True
+
+    def current_revisions(self) -> frozenset[str] | None:
+        """Revisions recorded in the database; ``None`` if it was never migrated."""
+        with self._dblock or contextlib.nullcontext(), self.engine.connect() as conn:
+            return self._read_revisions(conn)
+
+    @staticmethod
+    def _read_revisions(conn: Connection) -> frozenset[str] | None:
+        try:
+            rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        except DBAPIError:
+            conn.rollback()
+            return None
+        conn.rollback()
+        return frozenset(rows)
+
+    def _migrate(self) -> None:
+        heads = head_revisions()
+        if self.current_revisions() == heads:  # the fast path: nothing to do
+            return
+        with self._dblock or contextlib.nullcontext(), self._write_engine.connect() as conn:
+            with conn.begin():
+                if self.backend == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATE_LOCK})
+                # Re-check under the lock: another process may have just migrated.
+                current = self._read_revisions_in_tx(conn)
+                if current == heads:
+                    return
+                unknown = (current or frozenset()) - known_revisions()
+                if unknown:
+                    raise StoreError(
+                        f"the store at {self.display_url} is at revision {sorted(unknown)}, "
+                        f"which this version of Orchestra does not know (head {sorted(heads)}); "
+                        "upgrade Orchestra"
+                    )
+                self._alembic_upgrade(conn)
+        log.info("migrated %s to %s", self.display_url, ",".join(sorted(heads)))
+
+    @staticmethod
+    def _read_revisions_in_tx(conn: Connection) -> frozenset[str] | None:
+        from sqlalchemy import inspect
+
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return frozenset(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+    def _alembic_upgrade(self, conn: Connection) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("path_separator", "os")
+        # The URL for env.py's fallback ('%' escaped for configparser); the open
+        # connection (already inside our locked transaction) takes precedence.
+        cfg.set_main_option(
+            "sqlalchemy.url", self.url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+        cfg.attributes["connection"] = conn
+        cfg.attributes["configure_logging"] = False
+        command.upgrade(cfg, "head")
+
+    # ------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        *,
+        flow_run_id: str,
+        workflow: str,
+        inputs: Mapping[str, Any] | None = None,
+        started: datetime | None = None,
+        model_override: str | None = None,
+    ) -> None:
+        """Insert the run as RUNNING.
+
+        Starting an existing run again (a Prefect flow-run retry) sets it back to
+        RUNNING and keeps its first ``started``, its inputs and its calls.
+        """
+        started = _aware(started)
+        clean_inputs = json.loads(json.dumps(_redact_obj(dict(inputs or {})), default=str))
+        with self._write() as conn:
+            exists = conn.execute(
+                select(_RUNS.c.flow_run_id).where(_RUNS.c.flow_run_id == flow_run_id)
+            ).first()
+            if exists:
+                conn.execute(
+                    update(_RUNS)
+                    .where(_RUNS.c.flow_run_id == flow_run_id)
+                    .values(state="RUNNING", ended=None, duration_s=None, error=None)
+                )
+            else:
+                conn.execute(
+                    insert(_RUNS).values(
+                        flow_run_id=flow_run_id,
+                        workflow=workflow,
+                        state="RUNNING",
+                        inputs=clean_inputs,
+                        started=started,
+                        model_override=model_override,
+                    )
+                )
+
+    def finish_run(
+        self,
+        *,
+        flow_run_id: str,
+        state: Any,
+        ended: datetime | None = None,
+        error: str | BaseException | None = None,
+        **totals: Any,
+    ) -> dict[str, Any]:
+        """Flush the queued calls, then close the run in one transaction.
+
+        The totals (tokens, cost, number of calls) are summed in SQL from the
+        run's ``calls`` rows; totals passed as keyword arguments are accepted for
+        compatibility and ignored.  Returns the totals written.  ``KeyError`` for
+        an unknown run, ``ValueError`` for a state that is not final.
+        """
+        unknown = set(totals) - _TOTAL_KWARGS
+        if unknown:
+            raise TypeError(f"finish_run() got unexpected keyword arguments {sorted(unknown)}")
+        state_name = _state_name(state)
+        if state_name not in FINAL_RUN_STATES:
+            raise ValueError(f"finish_run state must be one of {FINAL_RUN_STATES}, got {state!r}")
+        ended = _aware(ended)
+        self.flush()
+        with self._write() as conn:
+            started = conn.execute(
+                select(_RUNS.c.started).where(_RUNS.c.flow_run_id == flow_run_id)
+            ).scalar_one_or_none()
+            if started is None:
+                raise KeyError(f"no run {flow_run_id!r} in the store")
+            sums = _totals_dict(
+                conn.execute(_totals_select().where(_CALLS.c.flow_run_id == flow_run_id))
+                .mappings()
+                .one()
+            )
+            duration_s = max(0.0, (ended - started).total_seconds())
+            conn.execute(
+                update(_RUNS)
+                .where(_RUNS.c.flow_run_id == flow_run_id)
+                .values(
+                    state=state_name,
+                    ended=ended,
+                    duration_s=duration_s,
+                    error=_clean_error(error),
+                    **sums,
+                )
+            )
+        return {**sums, "duration_s": duration_s}
+
+    # ------------------------------------------------------------ calls (hot path)
+
+    def record_call(self, call: CallRecord | Mapping[str, Any]) -> None:
+        """Queue one attempt for the background writer; never waits for the disk."""
+        if not isinstance(call, CallRecord):
+            if not isinstance(call, Mapping):
+                raise TypeError(f"record_call expects a CallRecord or a mapping, got {type(call).__name__}")
+            call = CallRecord(**call)
+        self._queue.put((call, call.created or datetime.now(UTC)))
+        if self._writer is None:
+            self._start_writer()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every call queued before this call is committed (or failed).
+
+        Returns False if ``timeout`` (seconds) ran out first.
+        """
+        if self._writer is None:
+            if self._queue.empty():
+                return True
+            self._start_writer()
+        elif not self._writer.is_alive():  # pragma: no cover - the writer never raises
+            self._writer = None
+            self._start_writer()
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, stop the writer thread and close pooled connections.
+
+        The Store stays usable: the writer and connections come back on demand.
+        """
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None and writer.is_alive():
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(timeout)
+            self._queue.put(_STOP)
+            writer.join(timeout)
+        self.engine.dispose()
+
+    def _start_writer(self) -> None:
+        with self._writer_lock:
+            if self._writer is not None:
+                return
+            t = threading.Thread(target=self._writer_loop, name="orchestra-store-writer", daemon=True)
+            t.start()
+            self._writer = t
+
+    def _writer_loop(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            batch: list[tuple[CallRecord, datetime]] = []
+            events: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    events.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._write_batch(batch)
+                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                    self._write_failed(len(batch), exc)
+            for ev in events:
+                ev.set()
+            if stop:
+                return
+
+    @staticmethod
+    def _row(call: CallRecord, created: datetime) -> dict[str, Any]:
+        return {
+            "flow_run_id": call.flow_run_id,
+            "step": call.step,
+            "agent": call.agent,
+            "provider": call.provider,
+            "model": call.model,
+            "attempt": int(call.attempt),
+            "input_tokens": int(call.input_tokens or 0),
+            "output_tokens": int(call.output_tokens or 0),
+            "cached_tokens": int(call.cached_tokens or 0),
+            "cost_usd": _finite(call.cost_usd),
+            "priced": bool(call.priced),
+            "latency_ms": float(call.latency_ms or 0.0),
+            "status": call.status,
+            "error": _clean_error(call.error),
+            "cached": bool(call.cached),
+            "created": created,
+        }
+
+    def _write_batch(self, batch: list[tuple[CallRecord, datetime]]) -> None:
+        rows = []
+        for call, created in batch:
+            try:
+                rows.append(self._row(call, created))
+            except Exception as exc:  # a malformed record must not sink the batch
+                self._write_failed(1, exc)
+        if not rows:
+            return
+        delays = (0.05, 0.25, 1.0)
+        for attempt in range(len(delays) + 1):
+            try:
+                with self._write() as conn:
+                    conn.execute(insert(_CALLS), rows)
+                return
+            except IntegrityError:
+                break  # some row is bad (e.g. unknown run): write the others one by one
+            except DBAPIError as exc:
+                if attempt == len(delays) or not exc.connection_invalidated and not _transient(exc):
+                    break
+                time.sleep(delays[attempt])
+        if len(rows) == 1:
+            try:
+                with self._write() as conn:
+                    conn.execute(insert(_CALLS), rows)
+            except Exception as exc:
+                self._write_failed(1, exc, rows[0])
+            return
+        for row in rows:
+            try:
+                with self._write() as conn:
+                    conn.execute(insert(_CALLS), [row])
+            except Exception as exc:
+                self._write_failed(1, exc, row)
+
+    def _write_failed(self, n: int, exc: BaseException, row: Mapping[str, Any] | None = None) -> None:
+        self.write_errors += n
+        message = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        self.last_write_error = message
+        where = f" (run {row['flow_run_id']!r}, step {row['step']!r})" if row else ""
+        log.warning("orchestra store: could not record %d call(s)%s: %s", n, where, message)
+
+    # ------------------------------------------------------------ queries
+
+    def _sync_reads(self) -> None:
+        # Reads in this process see this process's queued calls.
+        if self._writer is not None:
+            self.flush()
+
+    def list_runs(
+        self, limit: int = 50, workflow: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first.  Totals of a RUNNING run are summed live from its calls."""
+        self._sync_reads()
+        q = select(_RUNS).order_by(_RUNS.c.started.desc(), _RUNS.c.flow_run_id.desc())
+        if workflow is not None:
+            q = q.where(_RUNS.c.workflow == workflow)
+        if state is not None:
+            q = q.where(_RUNS.c.state == _state_name(state))
+        if limit is not None:
+            q = q.limit(int(limit))
+        with self._connect() as conn:
+            runs = [_run_dict(r) for r in conn.execute(q).mappings()]
+            running = [r["flow_run_id"] for r in runs if r["state"] == "RUNNING"]
+            if running:
+                live = conn.execute(
+                    _totals_select()
+                    .add_columns(_CALLS.c.flow_run_id)
+                    .where(_CALLS.c.flow_run_id.in_(running))
+                    .group_by(_CALLS.c.flow_run_id)
+                ).mappings()
+                by_id = {row["flow_run_id"]: _totals_dict(row) for row in live}
+                for r in runs:
+                    if r["flow_run_id"] in by_id:
+                        r.update(by_id[r["flow_run_id"]])
+        return runs
+
+    def get_run(self, flow_run_id: str) -> dict[str, Any] | None:
+        """The run and its ``calls`` (in the order they were recorded), or None."""
+        self._sync_reads()
+        with self._connect() as conn:
+            row = conn.execute(select(_RUNS).where(_RUNS.c.flow_run_id == flow_run_id)).mappings().first()
+            if row is None:
+                return None
+            run = _run_dict(row)
+            calls = [
+                _call_dict(c)
+                for c in conn.execute(
+                    select(_CALLS).where(_CALLS.c.flow_run_id == flow_run_id).order_by(_CALLS.c.id)
+                ).mappings()
+            ]
+        if run["state"] == "RUNNING":  # live totals; a finished run has them stored
+            run.update(
+                input_tokens=sum(c["input_tokens"] for c in calls),
+                output_tokens=sum(c["output_tokens"] for c in calls),
+                cached_tokens=sum(c["cached_tokens"] for c in calls),
+                cost_usd=sum(c["cost_usd"] for c in calls),
+            )
+            run["calls"] = len(calls)
+        # Here "calls" is the list of call dicts; the count stays as "n_calls".
+        run["n_calls"] = run["calls"]
+        run["calls"] = calls
+        return run
+
+    def calls_for_step(self, flow_run_id: str, step: str) -> list[dict[str, Any]]:
+        """The attempts of one step of one run, in the order they were recorded."""
+        self._sync_reads()
+        q = (
+            select(_CALLS)
+            .where(_CALLS.c.flow_run_id == flow_run_id, _CALLS.c.step == step)
+            .order_by(_CALLS.c.id)
+        )
+        with self._connect() as conn:
+            return [_call_dict(c) for c in conn.execute(q).mappings()]
+
+    def totals(self, flow_run_id: str) -> dict[str, Any]:
+        """``calls``, ``input_tokens``, ``output_tokens``, ``cached_tokens``,
+        ``cost_usd`` summed in SQL over the run's calls (zeros if none)."""
+        self._sync_reads()
+        with self._connect() as conn:
+            row = conn.execute(
+                _totals_select().where(_CALLS.c.flow_run_id == flow_run_id)
+            ).mappings().one()
+        return _totals_dict(row)
+
+    def costs(
+        self,
+        by: Literal["model", "agent", "workflow", "day"] = "model",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and cost grouped in SQL by ``model``, ``agent``,
+        ``workflow`` or ``day`` (UTC ``YYYY-MM-DD`` of the call).
+
+        Ordered by cost, highest first (``day``: by day, oldest first).  The
+        optional ``since``/``until`` bound the calls' ``created`` time
+        (``since <= created < until``).
+        """
+        if by not in COST_GROUPS:
+            raise ValueError(f"cannot group costs by {by!r}; valid values: {', '.join(COST_GROUPS)}")
+        c = _CALLS.c
+        key = {
+            "model": c.model,
+            "agent": c.agent,
+            "workflow": _RUNS.c.workflow,
+            "day": day_of(c.created),
+        }[by]
+        cost = func.sum(c.cost_usd)
+        q = select(
+            key.label(by),
+            func.count(c.id).label("calls"),
+            func.sum(c.input_tokens).label("input_tokens"),
+            func.sum(c.output_tokens).label("output_tokens"),
+            func.sum(c.cached_tokens).label("cached_tokens"),
+            cost.label("cost_usd"),
+        ).select_from(_CALLS)
+        if by == "workflow":
+            q = q.join(_RUNS, _RUNS.c.flow_run_id == c.flow_run_id)
+        if since is not None:
+            q = q.where(c.created >= _aware(since))
+        if until is not None:
+            q = q.where(c.created < _aware(until))
+        q = q.group_by(key)
+        if by == "day":
+            q = q.order_by(key.asc())
+        else:
+            q = q.order_by(cost.desc(), key.asc().nulls_last())
+        self._sync_reads()
+        with self._connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            {
+                by: row[by],
+                "calls": int(row["calls"]),
+                "input_tokens": int(row["input_tokens"] or 0),
+                "output_tokens": int(row["output_tokens"] or 0),
+                "cached_tokens": int(row["cached_tokens"] or 0),
+                "cost_usd": float(row["cost_usd"] or 0.0),
+            }
+            for row in rows
+        ]
+
+
+def _transient(exc: DBAPIError) -> bool:
+    text_ = str(exc.orig).lower()
+    return any(s in text_ for s in ("locked", "busy", "connection", "timeout", "terminat"))
+
+
+# --------------------------------------------------------------------------- registry
+
+_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+_BY_URL: dict[str, Store] = {}
+_BY_URL_LOCK = threading.Lock()
+
+
+def get_store(url: str | URL | None = None) -> Store:
+    """The process-wide Store of ``url`` (default: ``$ORCHESTRA_DB_URL`` or the
+    SQLite store in ``$ORCHESTRA_HOME``), created on first use."""
+    key = resolve_url(url).render_as_string(hide_password=False)
+    store = _BY_URL.get(key)
+    if store is not None:
+        return store
+    with _BY_URL_LOCK:
+        store = _BY_URL.get(key)
+        if store is None:
+            store = _BY_URL[key] = Store(key)
+        return store
+
+
+def _flush_all_at_exit() -> None:
+    for store in list(_STORES):
+        try:
+            if store._writer is not None:
+                store.close(timeout=10.0)
+        except Exception:  # pragma: no cover - never fail the interpreter's exit
+            log.exception("orchestra store: flush at exit failed")
+
+
+def _after_fork_in_child() -> None:
+    # The writer thread does not exist in a forked child, and pooled connections
+    # belong to the parent: start afresh (calls queued in the parent stay its own).
+    global _BY_URL_LOCK
+    _BY_URL_LOCK = threading.Lock()
+    for store in list(_STORES):
+        store._reset_writer()
+        store._migrate_lock = threading.Lock()
+        if store._dblock is not None:
+            store._dblock = threading.RLock()
+        store.engine.dispose(close=False)
+
+
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,326 @@
+"""The engine end to end: real Prefect runs, real SDKs, wire fakes, the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "deployments" / "workflows"
+
+
+def run(workflow, inputs=None, **kwargs) -> tuple[dict, object]:
+    """Run the generic flow; return (report, final flow-run state)."""
+    from flows.compile import run_workflow
+
+    async def main():
+        state = await run_workflow(workflow=workflow, inputs=inputs or {}, return_state=True, **kwargs)
+        return await state.result(raise_on_failure=False), state
+
+    return asyncio.run(main())
+
+
+def one_step(prompt="hello", **step) -> dict:
+    return {"name": "one", "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+            "steps": [{"id": "only", "agent": "a", "prompt": prompt, **step}]}
+
+
+def task_runs(flow_run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def main():
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    return asyncio.run(main())
+
+
+def wait_for_task_runs(flow_run_id: str, n: int, timeout: float = 20.0) -> list:
+    """Task-run states reach the server as events: wait until they are written."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    runs = []
+    while time.monotonic() < deadline:
+        runs = task_runs(flow_run_id)
+        if len(runs) >= n and all(r.state and r.state.is_final() for r in runs):
+            return runs
+        time.sleep(0.3)
+    return runs
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_graph_workflow_runs_independent_steps_concurrently(orchestra_env, openai_fake):
+    openai_fake.configure(latency_ms=600)
+    code = f"def sub(a, b): return a + b  # {uuid.uuid4()}"
+    report, state = run(str(WORKFLOWS / "code-review.yaml"), {"code": code}, model="openai:gpt-4.1-mini")
+    assert state.is_completed(), state.message
+    assert report["state"] == "COMPLETED"
+    assert set(report["steps"]) == {"security", "correctness", "style", "summary"}
+    assert all(s["state"] == "COMPLETED" and s["attempts"] == 1 for s in report["steps"].values())
+    reqs = openai_fake.requests
+    assert len(reqs) == 4
+    # the three reviews were all in flight at once: each arrived before the first reply came back
+    first_three = sorted(r["t"] for r in reqs[:3])
+    assert first_three[-1] - first_three[0] < 0.5
+    # the merge step saw the three outputs
+    merge_prompt = reqs[3]["body"]["messages"][-1]["content"]
+    for sid in ("security", "correctness", "style"):
+        assert report["steps"][sid]["output"] in merge_prompt
+    assert reqs[3]["t"] - first_three[-1] >= 0.5
+
+
+def test_ledger_totals_equal_what_the_provider_reported(orchestra_env, openai_fake):
+    from genai_prices import Usage, calc_price
+
+    report, state = run(str(WORKFLOWS / "code-review.yaml"), {"code": uuid.uuid4().hex}, model="openai:gpt-4.1-mini")
+    assert state.is_completed()
+    reported_in = sum(r["usage"]["input_tokens"] for r in openai_fake.requests)
+    reported_out = sum(r["usage"]["output_tokens"] for r in openai_fake.requests)
+    assert (report["input_tokens"], report["output_tokens"]) == (reported_in, reported_out)
+    run_row = orchestra_env.get_run(report["flow_run_id"])
+    assert run_row["state"] == "COMPLETED"
+    assert (run_row["input_tokens"], run_row["output_tokens"]) == (reported_in, reported_out)
+    assert run_row["cost_usd"] == pytest.approx(report["cost_usd"])
+    expected = sum(float(calc_price(Usage(input_tokens=r["usage"]["input_tokens"], output_tokens=r["usage"]["output_tokens"]),
+                                    model_ref="gpt-4.1-mini", provider_id="openai").total_price)
+                   for r in openai_fake.requests)
+    assert expected > 0
+    assert report["cost_usd"] == pytest.approx(expected)
+    assert len(run_row["calls"]) == 4 and all(c["priced"] for c in run_row["calls"])
+
+
+def test_sequential_steps_receive_the_previous_output(orchestra_env, openai_fake):
+    openai_fake.configure(reply=lambda body: f"reply-{len(body['messages'][-1]['content'])}")
+    topic = uuid.uuid4().hex
+    report, state = run(str(WORKFLOWS / "research.yaml"), {"topic": topic}, model="openai:gpt-4.1-mini")
+    assert state.is_completed(), state.message
+    prompts = [r["body"]["messages"][-1]["content"] for r in openai_fake.requests]
+    assert len(prompts) == 4 and topic in prompts[0]
+    outputs = [report["steps"][s]["output"] for s in ("outline", "draft", "critique", "final")]
+    # each step's prompt holds the output of the one before
+    for prev_output, prompt in zip(outputs, prompts[1:]):
+        assert prev_output in prompt
+
+
+def test_parallel_workflow(orchestra_env, openai_fake):
+    wf = {"name": "par", "type": "parallel", "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+          "steps": [{"id": f"p{i}", "agent": "a", "prompt": f"{uuid.uuid4()} {i}"} for i in range(5)]}
+    report, state = run(wf)
+    assert state.is_completed()
+    assert openai_fake.request_count == 5
+    assert sorted(report["steps"]) == [f"p{i}" for i in range(5)]
+
+
+def test_retry_on_429_and_500_then_success(orchestra_env, openai_fake):
+    openai_fake.configure(faults=[429, 500, None])
+    report, state = run(one_step(uuid.uuid4().hex, retries=2))
+    assert state.is_completed(), state.message
+    step = report["steps"]["only"]
+    assert step["attempts"] == 3 and openai_fake.request_count == 3
+    calls = orchestra_env.get_run(report["flow_run_id"])["calls"]
+    assert [c["status"] for c in calls] == ["error", "error", "ok"]
+    assert "429" in calls[0]["error"] and "500" in calls[1]["error"]
+    runs = wait_for_task_runs(report["flow_run_id"], 1)
+    assert runs[0].name == "only" and runs[0].run_count == 3
+
+
+def test_no_retry_on_401_and_the_key_never_leaks(orchestra_env, openai_fake):
+    openai_fake.configure(faults=[401, None, None])
+    report, state = run(one_step(uuid.uuid4().hex, retries=3))
+    assert state.is_failed()
+    assert openai_fake.request_count == 1
+    step = report["steps"]["only"]
+    assert step["state"] == "FAILED" and step["attempts"] == 1
+    assert "only" in step["error"] and "401" in step["error"]
+    row = orchestra_env.get_run(report["flow_run_id"])
+    assert row["state"] == "FAILED"
+    key = "sk-test-not-a-real-key-123456"
+    assert key not in str(row) and key not in str(report) and key not in (state.message or "")
+
+
+def test_timeout_is_transient_and_retried(orchestra_env, openai_fake):
+    openai_fake.configure(faults=["timeout", None], slow_seconds=10)
+    report, state = run(one_step(uuid.uuid4().hex, retries=1, timeout=0.5))
+    assert state.is_completed(), state.message
+    assert report["steps"]["only"]["attempts"] == 2
+    calls = orchestra_env.get_run(report["flow_run_id"])["calls"]
+    assert calls[0]["status"] == "error" and "tim" in calls[0]["error"].lower()
+
+
+def test_a_failed_branch_does_not_stop_independent_ones(orchestra_env, openai_fake):
+    # `broken` uses a provider with no key: it fails for good without touching the fake
+    wf = {"name": "branches",
+          "agents": {"a": {"model": "openai:gpt-4.1-mini"}, "bad": {"model": "anthropic:claude-sonnet-4-0"}},
+          "steps": [{"id": "good", "agent": "a", "prompt": uuid.uuid4().hex},
+                    {"id": "broken", "agent": "bad", "prompt": "x"},
+                    {"id": "after-broken", "agent": "a", "depends_on": ["broken"], "prompt": "{{ steps.broken.output }}"},
+                    {"id": "after-good", "agent": "a", "depends_on": ["good"], "prompt": "{{ steps.good.output }}"}]}
+    report, state = run(wf)
+    assert state.is_failed()
+    assert {sid: s["state"] for sid, s in report["steps"].items()} == {
+        "good": "COMPLETED", "broken": "FAILED", "after-broken": "NOT_READY", "after-good": "COMPLETED"}
+    assert openai_fake.request_count == 2
+    assert "ANTHROPIC_API_KEY" in report["steps"]["broken"]["error"]
+    assert report["steps"]["broken"]["attempts"] == 1  # a missing key is not retried
+    assert orchestra_env.get_run(report["flow_run_id"])["state"] == "FAILED"
+
+
+def test_rerun_after_failure_only_calls_unfinished_steps(orchestra_env, openai_fake):
+    code = uuid.uuid4().hex
+    openai_fake.configure(faults=[None, None, None, 401])  # the three reviews succeed, the merge is refused
+    first, state = run(str(WORKFLOWS / "code-review.yaml"), {"code": code}, model="openai:gpt-4.1-mini")
+    assert state.is_failed()
+    assert [first["steps"][s]["state"] for s in ("security", "correctness", "style", "summary")] == [
+        "COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
+    assert openai_fake.request_count == 4
+    second, state = run(str(WORKFLOWS / "code-review.yaml"), {"code": code}, model="openai:gpt-4.1-mini")
+    assert state.is_completed(), state.message
+    assert openai_fake.request_count == 5  # only the merge called the provider again
+    for sid in ("security", "correctness", "style"):
+        assert second["steps"][sid]["cached"] is True and second["steps"][sid]["attempts"] == 0
+        assert second["steps"][sid]["output"] == first["steps"][sid]["output"]
+        assert second["steps"][sid]["cost_usd"] == 0
+    assert second["steps"]["summary"]["cached"] is False
+    cached_rows = [c for c in orchestra_env.get_run(second["flow_run_id"])["calls"] if c["cached"]]
+    assert len(cached_rows) == 3 and all(c["cost_usd"] == 0 for c in cached_rows)
+
+
+def test_no_cache_calls_every_step_again(orchestra_env, openai_fake):
+    wf = one_step(uuid.uuid4().hex)
+    run(wf)
+    report, _ = run(wf, no_cache=True)
+    assert openai_fake.request_count == 2 and report["steps"]["only"]["cached"] is False
+
+
+def test_for_each_when_and_one_task_run_per_item(orchestra_env, openai_fake):
+    topics = [uuid.uuid4().hex[:8] for _ in range(3)]
+    report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": topics}, model="openai:gpt-4.1-mini")
+    assert state.is_completed(), state.message
+    assert report["steps"]["deep-dive"]["state"] == "SKIPPED"
+    outputs = report["steps"]["summarise"]["output"]
+    assert isinstance(outputs, list) and len(outputs) == 3
+    assert all(t in o for t, o in zip(topics, outputs))
+    assert openai_fake.request_count == 4
+    runs = wait_for_task_runs(report["flow_run_id"], 4)
+    assert sorted(r.name for r in runs) == ["combine", "summarise[0]", "summarise[1]", "summarise[2]"]
+    assert all(r.state.is_completed() for r in runs)
+    # the combine task run records its upstream task runs (edges in the Prefect UI)
+    combine = next(r for r in runs if r.name == "combine")
+    upstream = {i.id for i in combine.task_inputs["__parents__"]} if "__parents__" in combine.task_inputs else {
+        i.id for inputs in combine.task_inputs.values() for i in inputs}
+    assert {r.id for r in runs if r.name.startswith("summarise")} <= upstream
+
+
+def test_when_true_runs_the_step(orchestra_env, openai_fake):
+    report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": ["a", uuid.uuid4().hex], "detailed": True},
+                        model="openai:gpt-4.1-mini")
+    assert state.is_completed()
+    assert report["steps"]["deep-dive"]["state"] == "COMPLETED"
+
+
+def test_output_schema_parses_and_repairs_once(orchestra_env, openai_fake):
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    openai_fake.configure(reply=["this is not json", '{"score": 7}'])
+    report, state = run(one_step(uuid.uuid4().hex, output_schema=schema))
+    assert state.is_completed(), state.message
+    assert report["steps"]["only"]["output"] == {"score": 7}
+    assert openai_fake.request_count == 2
+    assert openai_fake.requests[0]["body"]["response_format"] == {"type": "json_object"}
+    assert "not valid" in openai_fake.requests[1]["body"]["messages"][-1]["content"]
+
+
+def test_output_schema_fails_after_one_repair(orchestra_env, openai_fake):
+    schema = {"type": "object", "required": ["score"]}
+    openai_fake.configure(reply=['{"nope": 1}'])
+    report, state = run(one_step(uuid.uuid4().hex, output_schema=schema, retries=2))
+    assert state.is_failed()
+    assert openai_fake.request_count == 2  # schema failures are not retried: one call, one repair
+    assert "output_schema" in report["steps"]["only"]["error"] and "score" in report["steps"]["only"]["error"]
+
+
+def test_downstream_of_a_failed_step_does_not_run(orchestra_env, openai_fake):
+    openai_fake.configure(faults=[400])
+    wf = {"name": "chain", "type": "sequential", "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+          "steps": [{"id": "one", "agent": "a", "prompt": uuid.uuid4().hex}, {"id": "two", "agent": "a", "prompt": "x"}]}
+    report, state = run(wf)
+    assert state.is_failed()
+    assert report["steps"]["one"]["state"] == "FAILED"
+    assert report["steps"]["two"]["state"] == "NOT_READY"
+    assert openai_fake.request_count == 1
+
+
+def test_anthropic_steps(orchestra_env, anthropic_fake):
+    wf = {"name": "claude", "agents": {"c": {"model": "anthropic:claude-sonnet-4-0", "instruction": "Be brief."}},
+          "steps": [{"id": "ask", "agent": "c", "prompt": uuid.uuid4().hex}]}
+    report, state = run(wf)
+    assert state.is_completed(), state.message
+    body = anthropic_fake.requests[0]["body"]
+    assert body["system"] == "Be brief." or body["system"][0]["text"] == "Be brief."
+    usage = anthropic_fake.requests[0]["usage"]
+    assert report["input_tokens"] == usage["input_tokens"] and report["output_tokens"] == usage["output_tokens"]
+    assert report["cost_usd"] > 0
+
+
+def test_fast_agent_passthrough_runs_offline(orchestra_env):
+    name = uuid.uuid4().hex
+    report, state = run(str(WORKFLOWS / "hello.yaml"), {"name": name})
+    assert state.is_completed(), state.message
+    step = report["steps"]["greet"]
+    assert step["model"] == "fast-agent:passthrough"
+    assert name in step["output"]
+    assert report["cost_usd"] == 0
+
+
+def test_missing_api_key_fails_the_step_with_a_clear_message(orchestra_env, openai_fake, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    report, state = run(one_step(uuid.uuid4().hex))
+    assert state.is_failed()
+    assert openai_fake.request_count == 0
+    error = report["steps"]["only"]["error"]
+    assert "only" in error and "OPENAI_API_KEY" in error
+
+
+def test_invalid_inline_workflow_fails_the_flow_run(orchestra_env):
+    report, state = run({"name": "bad", "steps": [{"id": "a", "prompt": "{{ steps.ghost.output }}"}]})
+    assert state.is_failed()
+    assert "unknown step 'ghost'" in state.message
+    assert orchestra_env.list_runs() == []  # nothing half-written
+
+
+def test_run_graph_document_runs(orchestra_env):
+    doc = {"workflow_type": "graph", "tasks": [
+        {"agent_id": "1", "agent_role": "backend", "input_data": {"task": "Design an API " + uuid.uuid4().hex}},
+        {"agent_id": "2", "agent_role": "qa", "input_data": {"task": "Test it"}, "depends_on": ["1"]}]}
+    report, state = run(doc)
+    assert state.is_completed(), state.message
+    assert report["steps"]["2"]["agent"] == "qa"
+    assert report["steps"]["1"]["output"] in report["steps"]["2"]["output"]  # passthrough echoes its context
+
+
+def test_cost_artifact_lists_every_step(orchestra_env, openai_fake):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    report, _ = run(str(WORKFLOWS / "code-review.yaml"), {"code": uuid.uuid4().hex}, model="openai:gpt-4.1-mini")
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[report["flow_run_id"]])))
+
+    artifacts = asyncio.run(read())
+    assert len(artifacts) == 1 and artifacts[0].key == "code-review-cost" and artifacts[0].type == "table"
+    import json
+
+    rows = json.loads(artifacts[0].data) if isinstance(artifacts[0].data, str) else artifacts[0].data
+    by_step = {r["step"]: r for r in rows}
+    assert set(by_step) == {"security", "correctness", "style", "summary", "TOTAL"}
+    assert by_step["TOTAL"]["cost_usd"] == pytest.approx(report["cost_usd"])
+    assert by_step["summary"]["input_tokens"] == report["steps"]["summary"]["input_tokens"]
