@@ -52,11 +52,16 @@ async def call_agent(
     model: str | None = None,
     timeout: float | None = None,
     json_mode: bool = False,
+    api_key: str | None = None,
+    base_url: str | None = None,
 ) -> AgentResult:
     """Send ``prompt`` to ``agent`` once: one attempt, one request at the provider.
 
     ``model`` overrides the agent's model; with neither, ``default_model()`` is used.
     ``timeout`` (seconds) bounds the request. ``json_mode`` asks for one JSON object.
+    ``api_key``/``base_url`` (resolved by the caller, e.g. from a Prefect
+    ProviderCredentials block) replace the SDK's environment variables for
+    ``openai:``/``anthropic:`` models.
     Raises AgentCallError for every failure, an invalid model string included
     (``transient=False``); ``transient`` says whether a retry may help.
     """
@@ -70,6 +75,7 @@ async def call_agent(
             model=str(model),
             transient=False,
         ) from None
+    credentials = {"api_key": api_key, "base_url": base_url} if api_key and provider != "fast-agent" else {}
     return await _adapter(provider).call(
-        agent, prompt, model=model, name=name, timeout=timeout, json_mode=json_mode
+        agent, prompt, model=model, name=name, timeout=timeout, json_mode=json_mode, **credentials
     )

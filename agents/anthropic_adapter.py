@@ -26,9 +26,13 @@ DEFAULT_MAX_TOKENS = 1024
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else."
 
 
-def _make_client(model: str) -> anthropic.AsyncAnthropic:
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def _make_client(model: str, api_key: str | None = None, base_url: str | None = None) -> anthropic.AsyncAnthropic:
+    explicit = {"api_key": api_key, "base_url": base_url or DEFAULT_BASE_URL} if api_key else {}
     try:
-        client = anthropic.AsyncAnthropic(max_retries=0, http_client=anthropic.DefaultAioHttpClient())
+        client = anthropic.AsyncAnthropic(max_retries=0, http_client=anthropic.DefaultAioHttpClient(), **explicit)
     except anthropic.AnthropicError as e:  # e.g. ANTHROPIC_PROFILE names a missing profile
         raise missing_key(PROVIDER, model, KEY_VAR, str(e)) from None
     # Without any credentials the SDK only complains when it sends a request.
@@ -45,10 +49,15 @@ async def call(
     name: str,
     timeout: float | None = None,
     json_mode: bool = False,
+    api_key: str | None = None,
+    base_url: str | None = None,
 ) -> AgentResult:
     """One Messages request of ``prompt`` to ``name`` (``model`` is "anthropic:<name>")."""
-    key = (PROVIDER, os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get(KEY_VAR))
-    client = await cached_client(key, lambda: _make_client(model))
+    if api_key:  # explicit credentials (a ProviderCredentials block): never mixed with the env
+        key = (PROVIDER, base_url, api_key)
+    else:
+        key = (PROVIDER, os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get(KEY_VAR))
+    client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     kwargs: dict = {
         "model": name,

@@ -28,9 +28,13 @@ PROVIDER = "openai"
 KEY_VAR = "OPENAI_API_KEY"
 
 
-def _make_client(model: str) -> openai.AsyncOpenAI:
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _make_client(model: str, api_key: str | None = None, base_url: str | None = None) -> openai.AsyncOpenAI:
+    explicit = {"api_key": api_key, "base_url": base_url or DEFAULT_BASE_URL} if api_key else {}
     try:
-        return openai.AsyncOpenAI(max_retries=0, http_client=openai.DefaultAioHttpClient())
+        return openai.AsyncOpenAI(max_retries=0, http_client=openai.DefaultAioHttpClient(), **explicit)
     except openai.OpenAIError:  # the SDK found no credentials
         raise missing_key(PROVIDER, model, KEY_VAR) from None
 
@@ -43,10 +47,15 @@ async def call(
     name: str,
     timeout: float | None = None,
     json_mode: bool = False,
+    api_key: str | None = None,
+    base_url: str | None = None,
 ) -> AgentResult:
     """One Chat Completions request of ``prompt`` to ``name`` (``model`` is "openai:<name>")."""
-    key = (PROVIDER, os.environ.get("OPENAI_BASE_URL"), os.environ.get(KEY_VAR))
-    client = await cached_client(key, lambda: _make_client(model))
+    if api_key:  # explicit credentials (a ProviderCredentials block): never mixed with the env
+        key = (PROVIDER, base_url, api_key)
+    else:
+        key = (PROVIDER, os.environ.get("OPENAI_BASE_URL"), os.environ.get(KEY_VAR))
+    client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     messages = [{"role": "user", "content": prompt}]
     if agent.instruction:

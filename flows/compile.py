@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.events import emit_event
 from prefect.states import Completed, Failed, State
 from prefect.tasks import exponential_backoff
 
@@ -86,6 +87,20 @@ class _Run:
         self.calls.append(row)
         if self.store is not None:
             self.store.record_call(row)
+        if not row["cached"]:
+            _emit_call_event(self.workflow, row)
+
+
+def _emit_call_event(workflow: str, row: dict) -> None:
+    """`orchestra.agent.call` for every attempt (Prefect relates it to the task run)."""
+    emit_event(
+        event="orchestra.agent.call",
+        resource={"prefect.resource.id": f"orchestra.agent.{row['agent']}", "prefect.resource.name": row["agent"]},
+        related=[{"prefect.resource.id": f"orchestra.workflow.{workflow}", "prefect.resource.role": "workflow",
+                  "prefect.resource.name": workflow}],
+        payload={k: row[k] for k in ("step", "model", "provider", "attempt", "status", "input_tokens",
+                                     "output_tokens", "cached_tokens", "cost_usd", "latency_ms")},
+    )
 
 
 _current_run: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("orchestra_run", default=None)
@@ -181,7 +196,8 @@ async def _call(run: _Run | None, step: str, config: AgentConfig, model: str, pr
     started = time.perf_counter()
     row = {"step": step, "agent": config.name, "provider": provider, "model": model, "attempt": attempt, "cached": False}
     try:
-        result = await call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode)
+        credentials = await _credentials(provider, config)
+        result = await call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode, **credentials)
     except AgentCallError as exc:
         latency = (time.perf_counter() - started) * 1000
         if run:
@@ -209,6 +225,24 @@ async def _call(run: _Run | None, step: str, config: AgentConfig, model: str, pr
         "latency_ms": result.latency_ms,
     }
     return result, outcome
+
+
+_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+async def _credentials(provider: str, config: AgentConfig) -> dict[str, str | None]:
+    """Explicit credentials when the agent names a block or the SDK's variable is unset:
+    the block the agent names, then the environment, then `<provider>-default`."""
+    key_var = _KEY_VARS.get(provider)
+    if key_var is None or (not config.credentials and os.environ.get(key_var)):
+        return {}  # fast-agent, or the SDK reads its own environment variables
+    from blocks.credentials import CredentialsError, aresolve_credentials
+
+    try:
+        found = await aresolve_credentials(provider, config.credentials)
+    except CredentialsError as exc:
+        raise AgentCallError(str(exc), provider=provider, model=provider, transient=False) from None
+    return {"api_key": found.api_key, "base_url": found.base_url}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -363,6 +397,12 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, model: str | None = N
     error = "; ".join(reports[sid].error or sid for sid in failed) or None
     if store is not None:
         store.finish_run(flow_run_id=flow_run_id, state=state, ended=datetime.now(timezone.utc), error=error)
+    emit_event(
+        event="orchestra.run.finished",
+        resource={"prefect.resource.id": f"orchestra.workflow.{wf.name}", "prefect.resource.name": wf.name},
+        payload={k: report[k] for k in ("state", "duration_s", "cost_usd", "input_tokens", "output_tokens")}
+        | {"steps": len(reports), "failed_steps": failed, "calls": sum(not c["cached"] for c in run.calls)},
+    )
     await _cost_artifact(wf, report)
     if failed:
         logger.error("%s failed: %s", wf.name, error)

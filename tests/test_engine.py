@@ -157,7 +157,7 @@ def test_timeout_is_transient_and_retried(orchestra_env, openai_fake):
 def test_a_failed_branch_does_not_stop_independent_ones(orchestra_env, openai_fake):
     # `broken` uses a provider with no key: it fails for good without touching the fake
     wf = {"name": "branches",
-          "agents": {"a": {"model": "openai:gpt-4.1-mini"}, "bad": {"model": "anthropic:claude-sonnet-4-0"}},
+          "agents": {"a": {"model": "openai:gpt-4.1-mini"}, "bad": {"model": "anthropic:claude-sonnet-4-5"}},
           "steps": [{"id": "good", "agent": "a", "prompt": uuid.uuid4().hex},
                     {"id": "broken", "agent": "bad", "prompt": "x"},
                     {"id": "after-broken", "agent": "a", "depends_on": ["broken"], "prompt": "{{ steps.broken.output }}"},
@@ -256,8 +256,9 @@ def test_downstream_of_a_failed_step_does_not_run(orchestra_env, openai_fake):
     assert openai_fake.request_count == 1
 
 
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 def test_anthropic_steps(orchestra_env, anthropic_fake):
-    wf = {"name": "claude", "agents": {"c": {"model": "anthropic:claude-sonnet-4-0", "instruction": "Be brief."}},
+    wf = {"name": "claude", "agents": {"c": {"model": "anthropic:claude-sonnet-4-5", "instruction": "Be brief."}},
           "steps": [{"id": "ask", "agent": "c", "prompt": uuid.uuid4().hex}]}
     report, state = run(wf)
     assert state.is_completed(), state.message
@@ -324,3 +325,54 @@ def test_cost_artifact_lists_every_step(orchestra_env, openai_fake):
     assert set(by_step) == {"security", "correctness", "style", "summary", "TOTAL"}
     assert by_step["TOTAL"]["cost_usd"] == pytest.approx(report["cost_usd"])
     assert by_step["summary"]["input_tokens"] == report["steps"]["summary"]["input_tokens"]
+
+
+def test_agent_credentials_come_from_a_prefect_block(orchestra_env, openai_fake, monkeypatch):
+    from blocks import ProviderCredentials
+    from blocks.credentials import clear_credentials_cache
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    block_key = "sk-block-" + uuid.uuid4().hex
+    name = "team-" + uuid.uuid4().hex[:8]
+    ProviderCredentials(provider="openai", api_key=block_key, base_url=openai_fake.base_url).save(name)
+    clear_credentials_cache()
+    openai_fake.configure(require_key=block_key)  # any other key gets a 401
+    wf = {"name": "blocky", "agents": {"a": {"model": "openai:gpt-4.1-mini", "credentials": name}},
+          "steps": [{"id": "only", "agent": "a", "prompt": uuid.uuid4().hex}]}
+    report, state = run(wf)
+    assert state.is_completed(), state.message
+    assert openai_fake.requests[0]["status"] == 200
+    assert block_key not in str(report) and block_key not in str(orchestra_env.get_run(report["flow_run_id"]))
+
+
+def test_agent_call_and_run_finished_events(orchestra_env, openai_fake):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    report, state = run(str(WORKFLOWS / "code-review.yaml"), {"code": uuid.uuid4().hex}, model="openai:gpt-4.1-mini")
+    assert state.is_completed()
+
+    async def read():
+        async with get_client() as client:
+            flt = EventFilter(event=EventNameFilter(prefix=["orchestra."]),
+                              related=EventRelatedFilter(id=[f"prefect.flow-run.{report['flow_run_id']}"]))
+            page = await client.request("POST", "/events/filter", json={"filter": flt.model_dump(mode="json"), "limit": 50})
+            return page.json()["events"]
+
+    deadline = time.monotonic() + 20
+    events = []
+    while time.monotonic() < deadline:
+        events = asyncio.run(read())
+        if len(events) >= 5:
+            break
+        time.sleep(0.5)
+    names = sorted(e["event"] for e in events)
+    assert names == ["orchestra.agent.call"] * 4 + ["orchestra.run.finished"]
+    finished = next(e for e in events if e["event"] == "orchestra.run.finished")
+    assert finished["payload"]["cost_usd"] == pytest.approx(report["cost_usd"])
+    calls = [e for e in events if e["event"] == "orchestra.agent.call"]
+    assert sum(e["payload"]["cost_usd"] for e in calls) == pytest.approx(report["cost_usd"])
+    assert {e["resource"]["prefect.resource.name"] for e in calls} == {"reviewer"}
