@@ -1,0 +1,130 @@
+"""The `orchestra` command as a user runs it: a subprocess, real Prefect, wire fakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "deployments" / "workflows"
+ORCHESTRA = [sys.executable, "-m", "services.cli"]
+KEY = "sk-test-cli-secret-0123456789"
+
+
+@pytest.fixture
+def cli(tmp_path, prefect_api):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "PYTEST"))}
+    env.update(ORCHESTRA_HOME=str(tmp_path), ORCHESTRA_DB_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+               PREFECT_API_URL=prefect_api, PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "results"))
+
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*ORCHESTRA, *args], cwd=ROOT, env={**env, **extra_env}, capture_output=True,
+                              text=True, timeout=180)
+
+    return run
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_run_json_prints_exactly_the_documented_object(cli, openai_fake):
+    code = uuid.uuid4().hex
+    proc = cli("run", str(WORKFLOWS / "code-review.yaml"), "-i", f"code={code}", "--model", "openai:gpt-4.1-mini",
+               "--json", OPENAI_BASE_URL=openai_fake.base_url, OPENAI_API_KEY=KEY)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # the whole of stdout is one JSON object
+    assert set(report) == {"workflow", "flow_run_id", "state", "duration_s", "cost_usd", "input_tokens",
+                           "output_tokens", "steps"}
+    assert report["workflow"] == "code-review" and report["state"] == "COMPLETED"
+    assert set(report["steps"]) == {"security", "correctness", "style", "summary"}
+    step = report["steps"]["security"]
+    assert {"state", "agent", "model", "output", "input_tokens", "output_tokens", "cost_usd", "attempts", "cached",
+            "duration_s"} <= set(step)
+    assert step["agent"] == "reviewer" and step["model"] == "openai:gpt-4.1-mini" and step["cached"] is False
+    assert code in step["output"]
+    assert report["input_tokens"] == sum(r["usage"]["input_tokens"] for r in openai_fake.requests)
+    assert KEY not in proc.stdout + proc.stderr
+
+    runs = json.loads(cli("runs", "--json").stdout)
+    assert [(r["flow_run_id"], r["workflow"], r["state"]) for r in runs] == [
+        (report["flow_run_id"], "code-review", "COMPLETED")]
+    assert runs[0]["cost_usd"] == pytest.approx(report["cost_usd"]) and runs[0]["started"]
+    for by in ("model", "agent", "workflow", "day"):
+        rows = json.loads(cli("costs", "--by", by, "--json").stdout)
+        assert len(rows) == 1 and {by, "calls", "input_tokens", "output_tokens", "cost_usd"} <= set(rows[0])
+        assert rows[0]["cost_usd"] == pytest.approx(report["cost_usd"])
+    assert json.loads(cli("costs", "--by", "model", "--json").stdout)[0]["model"] == "openai:gpt-4.1-mini"
+
+
+def test_failed_run_exits_1_with_the_reason(cli, openai_fake):
+    openai_fake.configure(faults=[401])
+    proc = cli("run", str(WORKFLOWS / "hello.yaml"), "-i", f"name={uuid.uuid4().hex}", "--model",
+               "openai:gpt-4.1-mini", OPENAI_BASE_URL=openai_fake.base_url, OPENAI_API_KEY=KEY)
+    assert proc.returncode == 1
+    assert "greet" in proc.stderr and "401" in proc.stderr
+    assert "Traceback" not in proc.stderr and KEY not in proc.stdout + proc.stderr
+
+
+def test_offline_default_run_json(cli):
+    proc = cli("run", str(WORKFLOWS / "hello.yaml"), "-i", "name=Ada", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["steps"]["greet"]["model"] == "fast-agent:passthrough"
+    assert "Ada" in report["steps"]["greet"]["output"] and report["cost_usd"] == 0
+
+
+@pytest.mark.parametrize("content, needles", [
+    ("name: x\nsteps: [\n", ["invalid YAML", "line"]),
+    ("name: x\nsteps:\n  - {id: a, prompt: hi, depends_on: [b]}\n  - {id: b, prompt: hi, depends_on: [a]}\n",
+     ["cycle between steps", "a", "b"]),
+    ("name: x\nsteps:\n  - {id: a, prompt: '{{ steps.nope.output }}'}\n", ["step 'a'", "unknown step 'nope'"]),
+    ("name: x\nsteps:\n  - {id: a, agent: ghost, prompt: hi}\n", ["step 'a'", "unknown agent 'ghost'"]),
+    ("name: x\nagents: {r: {model: 'gpt-4o'}}\nsteps:\n  - {id: a, agent: r, prompt: hi}\n", ["agent 'r'", "invalid model"]),
+])
+def test_invalid_workflow_exits_2_and_writes_nothing(cli, tmp_path, content, needles):
+    path = tmp_path / "wf.yaml"
+    path.write_text(content)
+    for command in ("run", "validate", "graph"):
+        proc = cli(command, str(path))
+        assert_clean_error(proc, 2, str(path), *needles)
+    assert json.loads(cli("runs", "--json").stdout) == []
+
+
+def test_bad_inputs_and_model_exit_2(cli):
+    hello = str(WORKFLOWS / "hello.yaml")
+    assert_clean_error(cli("run", hello, "-i", "nope=1"), 2, "unknown input 'nope'")
+    assert_clean_error(cli("run", hello, "-i", "novalue"), 2, "expected key=value")
+    assert_clean_error(cli("run", hello, "--model", "gpt-4o"), 2, "--model", "invalid model")
+    assert_clean_error(cli("run", str(ROOT / "missing.yaml")), 2, "no such file")
+    assert_clean_error(cli("costs", "--by", "planet"), 2, "--by")
+    assert json.loads(cli("runs", "--json").stdout) == []
+
+
+def test_validate_and_graph(cli):
+    proc = cli("validate", str(WORKFLOWS / "code-review.yaml"))
+    assert proc.returncode == 0 and "ok" in proc.stdout
+    proc = cli("graph", str(WORKFLOWS / "code-review.yaml"))
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("flowchart TD") and "s_security --> s_summary" in proc.stdout
+
+
+def test_agents_commands(cli):
+    listed = json.loads(cli("agents", "list", "--json").stdout)
+    names = {a["name"] for a in listed}
+    assert {"frontend", "backend", "qa", "debugger", "coordinator", "reviewer"} <= names
+    shown = cli("agents", "show", "qa")
+    assert shown.returncode == 0 and "instruction" in shown.stdout
+    assert_clean_error(cli("agents", "show", "nobody"), 2, "unknown agent 'nobody'")
+    tested = cli("agents", "test", "reviewer", "--prompt", "ping-123")
+    assert tested.returncode == 0 and "ping-123" in tested.stdout
+    assert "fast-agent:passthrough" in tested.stderr
