@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROVIDERS = ("openai", "anthropic", "fast-agent")
 DEFAULT_MODEL = "fast-agent:passthrough"
@@ -41,6 +41,18 @@ class AgentConfig(BaseModel):
         if value is not None:
             parse_model(value)
         return value
+
+    @field_validator("fallback")
+    @classmethod
+    def _check_fallback(cls, value: list[str]) -> list[str]:
+        """Fallbacks are agent names, tried in order (see flows.resilience)."""
+        return check_fallback_names(value)
+
+    @model_validator(mode="after")
+    def _no_self_fallback(self) -> "AgentConfig":
+        if self.name in self.fallback:
+            raise ValueError(f"fallback cycle: {self.name} -> {self.name} (an agent cannot fall back to itself)")
+        return self
 
 
 @dataclass
@@ -116,6 +128,24 @@ def parse_model(model: str) -> tuple[str, str]:
             f"fast-agent:passthrough)"
         )
     return provider, name
+
+
+def check_fallback_names(names: list[str]) -> list[str]:
+    """``fallback:`` entries: agent names, each once. A model string is a mistake worth naming."""
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("fallback entries must be agent names (non-empty strings)")
+        provider = name.partition(":")[0].strip()
+        if ":" in name and provider in PROVIDERS:
+            raise ValueError(
+                f"fallback names agents, not models: {name!r} is a model string; define an agent "
+                f"with that model (in agents/*.yaml or the workflow's agents:) and name the agent here"
+            )
+        if name in seen:
+            raise ValueError(f"fallback names agent {name!r} twice")
+        seen.add(name)
+    return names
 
 
 def default_model() -> str:

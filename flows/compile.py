@@ -32,7 +32,7 @@ from prefect.states import Completed, Failed, State
 from prefect.tasks import exponential_backoff
 
 from agents.base import AgentCallError, AgentConfig, AgentResult, default_model, parse_model
-from flows import templates
+from flows import approval, resilience, templates
 from flows.spec import RouteSpec, Step, Workflow, WorkflowError, coerce_inputs, load_workflow, parse_workflow
 
 __all__ = ["run_workflow", "execute", "resolve_workflow", "StepError", "add_listener", "remove_listener"]
@@ -160,7 +160,9 @@ async def _step(
     config = AgentConfig.model_validate(agent)
     attempt = _attempt()
     _notify(step, "RUNNING", {"attempt": attempt})
-    result, outcome = await _call(run, step, config, model, prompt, timeout, attempt, json_mode=output_schema is not None)
+    config, model, result, outcome = await resilience.with_fallbacks(  # breaker open / retries exhausted -> fallbacks
+        lambda cfg, m: _call(run, step, cfg, m, prompt, timeout, attempt, json_mode=output_schema is not None),
+        config, model, step)
     output: Any = result.output
     if output_schema is not None:
         output, problem = _parse_output(result.output, output_schema)
@@ -190,14 +192,15 @@ uncached_step_task = task(_step, name="step", task_run_name="{label}", persist_r
 
 async def _call(run: _Run | None, step: str, config: AgentConfig, model: str, prompt: str,
                 timeout: float | None, attempt: int, json_mode: bool, repair: bool = False) -> tuple[AgentResult, dict]:
-    from agents import call_agent
+    from flows.resilience import guarded_call  # call_agent + budget, circuit breaker, provider limits
 
     provider = model.split(":", 1)[0]
     started = time.perf_counter()
     row = {"step": step, "agent": config.name, "provider": provider, "model": model, "attempt": attempt, "cached": False}
     try:
         credentials = await _credentials(provider, config)
-        result = await call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode, **credentials)
+        result = await guarded_call(config, prompt, model=model, timeout=timeout, json_mode=json_mode, step=step,
+                                    **credentials)
     except AgentCallError as exc:
         latency = (time.perf_counter() - started) * 1000
         if run:
@@ -347,9 +350,11 @@ async def run_workflow(
     inputs: dict[str, Any] | None = None,
     model: str | None = None,
     no_cache: bool = False,
+    budget_usd: float | None = None,
 ) -> dict[str, Any]:
     """Run an Orchestra workflow: a shipped name, a path, or an inline definition
-    (ours or the AI Orchestra `/run-graph` JSON format)."""
+    (ours or the AI Orchestra `/run-graph` JSON format). `budget_usd` overrides the
+    workflow's own budget."""
     try:
         wf = resolve_workflow(workflow)
         values = coerce_inputs(wf, inputs or {})
@@ -358,11 +363,11 @@ async def run_workflow(
     except (WorkflowError, ValueError) as exc:
         get_run_logger().error(str(exc))
         return Failed(message=str(exc))
-    return await execute(wf, values, model=model, no_cache=no_cache)
+    return await execute(wf, values, model=model, no_cache=no_cache, budget_usd=budget_usd)
 
 
 async def execute(wf: Workflow, inputs: dict[str, Any], *, model: str | None = None,
-                  no_cache: bool = False, store: Any = "default") -> dict[str, Any] | State:
+                  no_cache: bool = False, store: Any = "default", budget_usd: float | None = None) -> dict[str, Any] | State:
     """The body of a workflow flow run (call inside a Prefect flow)."""
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id)
@@ -371,17 +376,26 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, model: str | None = N
         from services.store import get_store
 
         store = get_store()
+    try:  # checked before anything is written: approval steps need a server; a budget must be >= 0
+        if problem := approval.no_server_problem(wf):
+            raise ValueError(problem)
+        guard = await resilience.begin_run(wf, store, budget_usd=budget_usd, model_override=model)
+    except ValueError as exc:
+        logger.error(str(exc))
+        return Failed(message=str(exc))
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     run = _Run(flow_run_id=flow_run_id, workflow=wf.name, store=store)
     if store is not None:
-        store.start_run(flow_run_id=flow_run_id, workflow=wf.name, inputs=inputs, started=started)
+        store.start_run(flow_run_id=flow_run_id, workflow=wf.name, inputs=inputs, started=started,
+                        model_override=model, workflow_ref=resilience.workflow_ref(wf), budget_usd=budget_usd)
     token = _current_run.set(run)
     reports = {s.id: _StepReport() for s in wf.steps}
     try:
         await _run_steps(wf, inputs, model, no_cache, reports)
     finally:
         _current_run.reset(token)
+        resilience.finish_run(guard, store, flow_run_id, wf, reports)  # dead letters
     failed = [sid for sid, r in reports.items() if r.state == "FAILED"]
     state = "FAILED" if failed else "COMPLETED"
     report = {
@@ -438,11 +452,14 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 outputs[step.id] = {"output": None}
                 _notify(step.id, "SKIPPED", {})
                 return
+            if step.approval is not None and await approval.gate(step, context, report, outputs):
+                return  # a pure approval gate, approved
             if registry is None and isinstance(step.agent, str) and step.agent not in wf.agents:
                 from agents.registry import load_registry
 
                 registry = load_registry()
-            agent = resolve_agent(wf, step, registry)
+            agent = (await resilience.route(wf, step, registry, _current_run.get())
+                     if isinstance(step.agent, RouteSpec) else resolve_agent(wf, step, registry))
             model = model_override or agent.model or default_model()
             report.agent, report.model = agent.name, model
             prompt_source = _prompt_source(wf, step, deps)
@@ -454,7 +471,8 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                            for i, it in enumerate(items)]
             else:
                 prompts = [(step.id, templates.render(prompt_source, context))]
-            step_fn = _step_task_variant(step.retries, step.timeout, no_cache, delay)
+            resilience.remember_prompts(step.id, prompts)  # for the dead letter, should the step fail for good
+            step_fn = _step_task_variant(step.retries, resilience.attempt_timeout(step.timeout, agent), no_cache, delay)
             agent_params = agent.model_dump(exclude_defaults=True)
             wait_for = [s for d in deps[step.id] for s in states.get(d, [])]
             t_start = time.perf_counter()
@@ -492,6 +510,7 @@ async def _collect(step: Step, step_states: list[State], report: _StepReport, ou
         if st.is_completed():
             cached = st.name == "Cached"
             all_cached &= cached
+            report.agent, report.model = value.get("agent", report.agent), value.get("model", report.model)
             if cached:
                 if run:  # a cache hit costs nothing: record it so the ledger shows the step was served
                     run.record(step=step.id, agent=value["agent"], provider=value["model"].split(":", 1)[0],

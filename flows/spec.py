@@ -21,6 +21,7 @@ from flows import templates
 
 __all__ = [
     "AgentSpec",
+    "ApprovalSpec",
     "InputSpec",
     "RouteSpec",
     "Step",
@@ -83,6 +84,23 @@ class AgentSpec(_Model):
     credentials: str | None = None
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, value: list[str]) -> list[str]:
+        from agents.base import check_fallback_names
+
+        return check_fallback_names(value)
+
+
+class ApprovalSpec(_Model):
+    """`approval: {message, timeout}`: pause the flow run until someone approves or rejects.
+
+    The message is a template (it sees inputs and upstream outputs, like a prompt);
+    `timeout` is in seconds. A step with `approval` and no `prompt` is a pure gate."""
+
+    message: str = "Approve to continue?"
+    timeout: float = Field(default=3600, gt=0)
+
 
 class RouteSpec(_Model):
     """`agent: {capabilities: [...], strategy: ...}`: pick an agent by what it can do."""
@@ -93,7 +111,7 @@ class RouteSpec(_Model):
 
 class Step(_Model):
     id: str
-    prompt: str
+    prompt: str | None = None  # required unless the step is an approval gate
     agent: str | RouteSpec | None = None
     depends_on: list[str] = []
     retries: int = Field(default=2, ge=0, le=20)
@@ -101,7 +119,7 @@ class Step(_Model):
     when: str | None = None
     for_each: str | None = None
     output_schema: dict[str, Any] | None = None
-    approval: dict[str, Any] | None = None
+    approval: ApprovalSpec | None = None
 
     @field_validator("id")
     @classmethod
@@ -277,6 +295,8 @@ def _pydantic_problems(exc: ValidationError, data: dict) -> list[str]:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         prefix = " ".join(where)
         problems.append(f"{prefix + ': ' if prefix else ''}{field + ': ' if field else ''}{msg}")
     return list(dict.fromkeys(problems))
@@ -326,6 +346,9 @@ def _check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
                 reg = _registry()
             if s.agent not in reg:
                 problems.append(f"step '{s.id}': unknown agent '{s.agent}' (not in the workflow's agents: nor in agents/*.yaml)")
+        if s.prompt is None and s.approval is None:
+            problems.append(f"step '{s.id}': prompt: required field is missing")
+    problems.extend(_agent_problems(wf, reg))
 
     # templates: syntax and references
     deps = wf.dependencies()
@@ -334,7 +357,9 @@ def _check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
         extra = {"item", "index"} if s.for_each else set()
         if wf.type == "sequential" and deps[s.id]:
             extra |= {"previous"}
-        fields = [("prompt", s.prompt, False)]
+        fields = [("prompt", s.prompt, False)] if s.prompt is not None else []
+        if s.approval is not None:
+            fields.append(("approval.message", s.approval.message, False))
         if s.when:
             fields.append(("when", s.when, True))
         if s.for_each:
@@ -364,6 +389,75 @@ def _check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
         if s.output_schema is not None:
             problems.extend(f"step '{s.id}': output_schema: {p}" for p in _schema_problems(s.output_schema))
     return problems
+
+
+def _agent_problems(wf: Workflow, reg: dict[str, Any] | None) -> list[str]:
+    """Fallbacks name known agents and form no cycle; routed steps need capabilities some agent has."""
+    uses_registry = any(isinstance(s.agent, RouteSpec) for s in wf.steps) or any(
+        f not in wf.agents for spec in wf.agents.values() for f in spec.fallback) or any(
+        isinstance(s.agent, str) and s.agent not in wf.agents for s in wf.steps)
+    if reg is None and uses_registry:
+        reg = _registry()
+    reg = reg or {}
+    # name -> (fallback names, capabilities); the workflow's agents shadow the registry's
+    agents: dict[str, tuple[list[str], list[str]]] = {n: (list(a.fallback), list(a.capabilities)) for n, a in reg.items()}
+    agents.update({n: (list(a.fallback), list(a.capabilities)) for n, a in wf.agents.items()})
+    problems: list[str] = []
+
+    # the agents this workflow can reach: its own, those its steps name, and their fallbacks
+    roots = list(wf.agents) + [s.agent for s in wf.steps if isinstance(s.agent, str) and s.agent in agents]
+    seen: list[str] = []
+    stack = list(roots)
+    while stack:
+        name = stack.pop(0)
+        if name in seen or name not in agents:
+            continue
+        seen.append(name)
+        for f in agents[name][0]:
+            if f not in agents:
+                problems.append(f"agent '{name}': fallback names unknown agent '{f}' "
+                                "(not in the workflow's agents: nor in agents/*.yaml)")
+            else:
+                stack.append(f)
+    reported: set[frozenset[str]] = set()
+    for name in seen:
+        cycle = _fallback_cycle(name, agents)
+        if cycle and frozenset(cycle) not in reported:
+            reported.add(frozenset(cycle))
+            problems.append(f"agent '{name}': fallback cycle {' -> '.join(cycle + [cycle[0]])}")
+
+    known_caps = sorted({c for _, caps in agents.values() for c in caps})
+    for s in wf.steps:
+        if not isinstance(s.agent, RouteSpec):
+            continue
+        unknown = [c for c in s.agent.capabilities if c not in known_caps]
+        if unknown:
+            problems.append(f"step '{s.id}': agent: unknown capability " + ", ".join(repr(c) for c in unknown)
+                            + f" (no agent declares it; known: {', '.join(known_caps) or 'none'})")
+        elif not any(set(s.agent.capabilities) <= set(caps) for _, caps in agents.values()):
+            problems.append(f"step '{s.id}': agent: no single agent has all of the capabilities "
+                            f"{', '.join(s.agent.capabilities)}")
+    return problems
+
+
+def _fallback_cycle(start: str, agents: dict[str, tuple[list[str], list[str]]]) -> list[str] | None:
+    """The agents of a fallback cycle through ``start`` (in order), or None."""
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        if name in path:
+            return path[path.index(name):] if name == start else None
+        if name not in agents:
+            return None
+        path.append(name)
+        for f in agents[name][0]:
+            found = visit(f)
+            if found:
+                return found
+        path.pop()
+        return None
+
+    return visit(start)
 
 
 _JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "true", "false", "none", "True", "False", "None", "loop"}

@@ -68,6 +68,7 @@ def run(
     model: Optional[str] = typer.Option(None, "--model", help="Use this model for every agent"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Call every provider again; store nothing in the cache"),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Most this run may spend, in USD (overrides budget_usd)"),
 ) -> None:
     """Run a workflow as a Prefect flow run."""
     from agents.base import parse_model
@@ -83,7 +84,9 @@ def run(
             parse_model(model)
         except ValueError as exc:
             raise _fail(f"--model: {exc}") from None
-    report = _execute(wf, str(file.resolve()), values, model, no_cache, live=not as_json and out.is_terminal)
+    _check_budget(budget)
+    report = _execute(wf, str(file.resolve()), values, model, no_cache, live=not as_json and out.is_terminal,
+                      budget=budget)
     if as_json:
         sys.stdout.write(json.dumps(report, default=str) + "\n")
     else:
@@ -91,7 +94,15 @@ def run(
     raise Exit(0 if report["state"] == "COMPLETED" else 1)
 
 
-def _execute(wf, workflow_ref: str, values: dict, model: str | None, no_cache: bool, live: bool) -> dict:
+def _check_budget(budget: float | None) -> None:
+    import math
+
+    if budget is not None and (math.isnan(budget) or math.isinf(budget) or budget < 0):
+        raise _fail(f"--budget: must be a number of USD >= 0 (got {budget:g})")
+
+
+def _execute(wf, workflow_ref: str | dict, values: dict, model: str | None, no_cache: bool, live: bool,
+             budget: float | None = None) -> dict:
     from services import runtime
 
     runtime.configure(quiet_console=True)
@@ -102,7 +113,10 @@ def _execute(wf, workflow_ref: str, values: dict, model: str | None, no_cache: b
     except RuntimeError as exc:
         raise _fail(f"Prefect: {exc}", 1) from None
     from flows import compile as engine
+    from flows.approval import no_server_problem
 
+    if problem := no_server_problem(wf):  # before anything is written
+        raise _fail(problem)
     flow_fn = engine.run_workflow.with_options(name=wf.name)
     table = _LiveTable(wf) if live else None
 
@@ -110,7 +124,8 @@ def _execute(wf, workflow_ref: str, values: dict, model: str | None, no_cache: b
         if table:
             engine.add_listener(table.update)
         try:
-            state = await flow_fn(workflow=workflow_ref, inputs=values, model=model, no_cache=no_cache, return_state=True)
+            state = await flow_fn(workflow=workflow_ref, inputs=values, model=model, no_cache=no_cache,
+                                  budget_usd=budget, return_state=True)
         finally:
             if table:
                 engine.remove_listener(table.update)
@@ -379,6 +394,12 @@ def dashboard(port: int = typer.Option(8501, "--port")) -> None:
     app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
                                 "--server.port", str(port), "--server.headless", "true"]))
+
+
+# rerun, failed, approve, limits, agents health
+from services.cli_resilience import register as _register_resilience  # noqa: E402
+
+_register_resilience(sys.modules[__name__])
 
 
 def main() -> None:

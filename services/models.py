@@ -1,11 +1,16 @@
 """SQLAlchemy 2 declarative models of the Orchestra ledger.
 
-Two tables in this revision:
+Tables:
 
 * ``runs``  -- one row per Prefect flow run (a workflow execution); the token and
   cost totals are written by :meth:`services.store.Store.finish_run`, computed in
   SQL from the ``calls`` rows.
 * ``calls`` -- one row per provider attempt (one call = one attempt = one request).
+* ``breakers`` / ``breaker_events`` -- circuit-breaker state per provider endpoint,
+  shared by every process on the database, and its transitions (revision 0002).
+* ``dead_letters`` -- steps that failed for good, with the rendered prompt and error.
+* ``provider_limits`` -- concurrency and requests-per-minute per provider.
+* ``health_checks`` -- results of ``orchestra agents health`` probes.
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
@@ -41,6 +46,11 @@ __all__ = [
     "Base",
     "Run",
     "Call",
+    "Breaker",
+    "BreakerEvent",
+    "DeadLetter",
+    "ProviderLimit",
+    "HealthCheck",
     "UTCDateTime",
     "RUN_STATES",
     "FINAL_RUN_STATES",
@@ -127,6 +137,10 @@ class Run(Base):
     calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_override: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # How to find the definition again (`orchestra rerun`): a file path, or the
+    # workflow as inline JSON. Revision 0002.
+    workflow_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_runs_started", "started"),
@@ -160,7 +174,98 @@ class Call(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_calls_created", "created"),)
+    __table_args__ = (
+        Index("ix_calls_created", "created"),
+        Index("ix_calls_agent_created", "agent", "created"),  # routing statistics (0002)
+    )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Call({self.id}, {self.flow_run_id!r}, {self.step!r}, {self.model!r})"
+
+
+# --------------------------------------------------------------------------- revision 0002
+
+
+class Breaker(Base):
+    """One circuit breaker per provider endpoint; ``version`` makes transitions compare-and-set."""
+
+    __tablename__ = "breakers"
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    base_url: Mapped[str] = mapped_column(String(400))
+    model: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="closed", server_default="closed")
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BreakerEvent(Base):
+    """A breaker transition (closed -> open -> half_open -> closed | open)."""
+
+    __tablename__ = "breaker_events"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(500))
+    provider: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(200))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_breaker_events_key_created", "key", "created"),)
+
+
+class DeadLetter(Base):
+    """A step that failed for good: what it was asked and why it failed (both redacted)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64))
+    workflow: Mapped[str] = mapped_column(String(200))
+    step: Mapped[str] = mapped_column(String(200))
+    agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_dead_letters_created", "created"),
+        Index("ix_dead_letters_flow_run_id", "flow_run_id"),
+    )
+
+
+class ProviderLimit(Base):
+    """``orchestra limits set``: at most ``concurrency`` calls in flight, ``rpm`` a minute."""
+
+    __tablename__ = "provider_limits"
+
+    provider: Mapped[str] = mapped_column(String(50), primary_key=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HealthCheck(Base):
+    """One ``orchestra agents health`` probe of one agent."""
+
+    __tablename__ = "health_checks"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_health_checks_agent_created", "agent", "created"),)

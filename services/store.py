@@ -44,6 +44,7 @@ from services.db import WRITE, day_of, is_memory_sqlite, make_engine, resolve_ur
 from services.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
 from services.models import CALL_STATUSES, FINAL_RUN_STATES, Call, Run
 from services.redact import redact, redact_url
+from services.resilience_store import ResilienceStore
 
 __all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError"]
 
@@ -223,6 +224,8 @@ def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "calls": int(row["calls"] or 0),
         "error": row["error"],
         "model_override": row["model_override"],
+        "workflow_ref": row["workflow_ref"],
+        "budget_usd": row["budget_usd"],
     }
 
 
@@ -258,8 +261,11 @@ def _totals_dict(row: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- store
 
 
-class Store:
-    """The ledger on one database URL.  Thread-safe; see the module docstring."""
+class Store(ResilienceStore):
+    """The ledger on one database URL.  Thread-safe; see the module docstring.
+
+    The self-healing tables (breakers, dead letters, limits, health) are read and
+    written by the methods of :class:`services.resilience_store.ResilienceStore`."""
 
     def __init__(self, url: str | URL | None = None, *, auto_migrate: bool = True) -> None:
         self.url: URL = resolve_url(url)
@@ -397,9 +403,13 @@ class Store:
         inputs: Mapping[str, Any] | None = None,
         started: datetime | None = None,
         model_override: str | None = None,
+        workflow_ref: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         """Insert the run as RUNNING.
 
+        ``workflow_ref`` (a file path or the workflow as inline JSON), the inputs,
+        ``model_override`` and ``budget_usd`` are what ``orchestra rerun`` runs again.
         Starting an existing run again (a Prefect flow-run retry) sets it back to
         RUNNING and keeps its first ``started``, its inputs and its calls.
         """
@@ -424,6 +434,8 @@ class Store:
                         inputs=clean_inputs,
                         started=started,
                         model_override=model_override,
+                        workflow_ref=workflow_ref,
+                        budget_usd=budget_usd,
                     )
                 )
 

@@ -1,0 +1,122 @@
+"""Approval steps: `approval: {message, timeout}` pauses the flow run until someone
+approves or rejects it.
+
+The pause is Prefect's (`apause_flow_run(wait_for_input=...)`): the flow run goes to
+PAUSED and the Prefect UI shows the message and a form (`approved`, `reason`);
+`orchestra approve RUN_ID [--reject --reason ...]` answers the same form. Approved:
+the step goes on (a step with no `prompt` is a pure gate and completes with the
+reason, or "approved"). Rejected, or no answer within `timeout` seconds: the step
+fails with that reason, so the run fails. Steps already running elsewhere in the
+graph keep running during the pause.
+
+Pausing needs a Prefect server that another process can reach: in Prefect's
+ephemeral mode a run with an approval step fails before anything is written.
+`ORCHESTRA_APPROVAL_POLL` sets how often (seconds) the paused run checks for an
+answer (default 5).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+from uuid import UUID
+
+from prefect.input import RunInput
+
+from flows import templates
+
+
+class ApprovalInput(RunInput):
+    """The form of a paused approval step."""
+
+    approved: bool = True
+    reason: str = ""
+
+
+def approval_steps(wf: Any) -> list[str]:
+    return [s.id for s in wf.steps if getattr(s, "approval", None) is not None]
+
+
+def no_server_problem(wf: Any) -> str | None:
+    """A message when ``wf`` has approval steps and no Prefect server is configured."""
+    steps = approval_steps(wf)
+    if not steps:
+        return None
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    return (f"step '{steps[0]}': an approval step needs a Prefect server to pause on, and this run uses "
+            "Prefect's ephemeral mode; set PREFECT_API_URL (or unset ORCHESTRA_PREFECT=ephemeral so that "
+            "`orchestra` starts its local server)")
+
+
+def _poll() -> float:
+    try:
+        return max(0.1, float(os.environ.get("ORCHESTRA_APPROVAL_POLL", "5")))
+    except ValueError:
+        return 5.0
+
+
+async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
+    """Pause for ``step``'s approval. True when the step is a pure gate and is now done;
+    False when its agent call should follow. Raises the engine's StepError on a
+    rejection or a timeout."""
+    from prefect import get_run_logger
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import apause_flow_run
+
+    from flows.compile import StepError, _notify
+
+    spec = step.approval
+    try:
+        message = templates.render(spec.message, context)
+    except templates.TemplateError as exc:
+        raise StepError(f"step '{step.id}': approval.message: {exc}") from None
+    logger = get_run_logger()
+    logger.warning("step %s waits for approval: %s (approve in the Prefect UI or with "
+                   "`orchestra approve <flow run id>`)", step.id, message)
+    _notify(step.id, "PAUSED", {"message": message})
+    form = ApprovalInput.with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
+    timeout = spec.timeout
+    try:
+        answer = await apause_flow_run(wait_for_input=form, timeout=int(math.ceil(timeout)),
+                                       poll_interval=_poll(), key=f"approval-{step.id}")
+    except FlowPauseTimeout:
+        raise StepError(f"step '{step.id}': approval timed out after {timeout:g} s (nobody approved: {message})") from None
+    if not answer.approved:
+        raise StepError(f"step '{step.id}': rejected by the approver: {answer.reason or 'no reason given'}")
+    logger.info("step %s approved%s", step.id, f": {answer.reason}" if answer.reason else "")
+    if step.prompt is not None:
+        return False
+    report.state = "COMPLETED"
+    report.output = answer.reason or "approved"
+    outputs[step.id] = {"output": report.output}
+    _notify(step.id, "COMPLETED", report.as_dict())
+    return True
+
+
+async def answer(flow_run_id: str, *, approved: bool, reason: str = "") -> None:
+    """Resume a paused approval step (``orchestra approve``). ValueError with a clear
+    message when the run does not exist or is not paused."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import aresume_flow_run
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        raise ValueError(f"{flow_run_id!r} is not a flow run id (a UUID)") from None
+    async with get_client() as client:
+        try:
+            run = await client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise ValueError(f"no flow run {flow_run_id} on the Prefect server") from None
+    if run.state is None or not run.state.is_paused():
+        state = run.state.name if run.state else "no state"
+        raise ValueError(f"flow run {flow_run_id} is not waiting for an approval (state: {state})")
+    try:
+        await aresume_flow_run(run_id, run_input={"approved": approved, "reason": reason})
+    except Exception as exc:  # e.g. the pause expired meanwhile
+        raise ValueError(f"flow run {flow_run_id}: cannot resume: {exc}") from None
