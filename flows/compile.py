@@ -154,8 +154,13 @@ async def _step(
     model: str,
     timeout: float | None = None,
     output_schema: dict[str, Any] | None = None,
+    upstream: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """One agent call (one attempt per Prefect task-run try), recorded in the ledger."""
+    """One agent call (one attempt per Prefect task-run try), recorded in the ledger.
+
+    `upstream` holds the results of the upstream task runs, unread: Prefect links a
+    parameter to the task run that returned it, which draws the DAG's edges in the UI
+    (cheaper than `wait_for`, which resolves every upstream state on another thread)."""
     run = _current_run.get()
     config = AgentConfig.model_validate(agent)
     attempt = _attempt()
@@ -429,7 +434,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                      reports: dict[str, _StepReport]) -> None:
     deps = wf.dependencies()
     done: dict[str, asyncio.Future] = {s.id: asyncio.get_running_loop().create_future() for s in wf.steps}
-    states: dict[str, list[State]] = {}
+    results: dict[str, list[dict]] = {}  # each step's task-run results, for the UI's edges
     outputs: dict[str, dict] = {}
     registry: dict | None = None
     delay = _retry_delay()
@@ -474,7 +479,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
             resilience.remember_prompts(step.id, prompts)  # for the dead letter, should the step fail for good
             step_fn = _step_task_variant(step.retries, resilience.attempt_timeout(step.timeout, agent), no_cache, delay)
             agent_params = agent.model_dump(exclude_defaults=True)
-            wait_for = [s for d in deps[step.id] for s in states.get(d, [])]
+            upstream = [v for d in deps[step.id] for v in results.get(d, ())]
             t_start = time.perf_counter()
             _notify(step.id, "RUNNING", {"agent": agent.name, "model": model})
 
@@ -482,13 +487,12 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 return await step_fn(
                     label=run_name, step=step.id, prompt=prompt, agent=agent_params, model=model,
                     timeout=step.timeout, output_schema=step.output_schema,
-                    wait_for=wait_for, return_state=True,
+                    upstream=upstream, return_state=True,
                 )
 
             step_states = list(await asyncio.gather(*(one(n, p) for n, p in prompts)))
-            states[step.id] = step_states
             report.duration_s = time.perf_counter() - t_start
-            await _collect(step, step_states, report, outputs, is_list=step.for_each is not None)
+            results[step.id] = await _collect(step, step_states, report, outputs, is_list=step.for_each is not None)
         except (StepError, templates.TemplateError) as exc:
             report.state = "FAILED"
             report.error = str(exc) if isinstance(exc, StepError) else f"step '{step.id}': {exc}"
@@ -500,7 +504,10 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
     await asyncio.gather(*(run_step(s) for s in wf.steps))
 
 
-async def _collect(step: Step, step_states: list[State], report: _StepReport, outputs: dict, is_list: bool) -> None:
+async def _collect(step: Step, step_states: list[State], report: _StepReport, outputs: dict,
+                   is_list: bool) -> list[dict]:
+    """Fold a step's task-run states into its report; returns the completed results."""
+    completed = []
     values = []
     errors = []
     run = _current_run.get()
@@ -522,6 +529,7 @@ async def _collect(step: Step, step_states: list[State], report: _StepReport, ou
                 report.output_tokens += value["output_tokens"]
                 report.cost_usd += value["cost_usd"]
             values.append(value["output"])
+            completed.append(value)
         else:
             errors.append(str(value) if isinstance(value, BaseException) else (st.message or st.name))
     if run:
@@ -534,11 +542,12 @@ async def _collect(step: Step, step_states: list[State], report: _StepReport, ou
         report.state = "FAILED"
         report.error = errors[0]
         _notify(step.id, "FAILED", {"error": report.error})
-        return
+        return completed
     report.state = "COMPLETED"
     report.output = values if is_list else values[0]
     outputs[step.id] = {"output": report.output}
     _notify(step.id, "COMPLETED", report.as_dict())
+    return completed
 
 
 def _prompt_source(wf: Workflow, step: Step, deps: dict[str, list[str]]) -> str:

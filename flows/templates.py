@@ -88,7 +88,8 @@ def _parse(source: str, expression: bool) -> nodes.Node:
         raise TemplateError(f"syntax error on line {exc.lineno}: {exc.message}") from None
 
 
-def references(source: str, expression: bool = False) -> tuple[set[str], list[tuple[str, str | None, str | None]]]:
+@functools.lru_cache(maxsize=4096)
+def references(source: str, expression: bool = False) -> tuple[frozenset[str], tuple[tuple[str, str | None, str | None], ...]]:
     """Names a template reads: (free top-level names, [(root, key, field)]).
 
     `steps.review.output` gives ("steps", "review", "output");
@@ -120,4 +121,4 @@ def references(source: str, expression: bool = False) -> tuple[set[str], list[tu
         if isinstance(cur, nodes.Name) and cur.name in ("steps", "inputs") and cur.name not in assigned:
             keys = [key_of(n) for n in reversed(chain)]
             paths.append((cur.name, keys[0], keys[1] if len(keys) > 1 else None))
-    return free, paths
+    return frozenset(free), tuple(paths)
