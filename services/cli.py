@@ -411,13 +411,14 @@ def main() -> None:
         sys.exit(exc.code)
     except Exception as exc:  # click usage errors and anything else: one line, no traceback
         import click
+        from typer._click import exceptions as typer_click  # typer >= 0.17 vendors its own click
 
-        if isinstance(exc, click.exceptions.Exit):
+        if isinstance(exc, (click.exceptions.Exit, typer.Exit)):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.ClickException, typer_click.ClickException)):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         if os.environ.get("ORCHESTRA_DEBUG"):
             raise
