@@ -187,26 +187,32 @@ def _print_report(report: dict) -> None:
     from rich.table import Table
 
     color = "green" if report["state"] == "COMPLETED" else "red"
-    table = Table(title=f"{report['workflow']} — [{color}]{report['state']}[/{color}]")
-    for col in ("step", "state", "agent", "model", "attempts", "in tok", "out tok", "cost $", "s"):
-        table.add_column(col, justify="right" if col in ("attempts", "in tok", "out tok", "cost $", "s") else "left")
+    table = Table(title=f"{report['workflow']} — [{color}]{report['state']}[/{color}]", title_justify="left")
+    table.add_column("step", overflow="fold")
+    table.add_column("state")
+    table.add_column("agent · model", overflow="fold")
+    for col in ("tries", "tokens in/out", "cost $", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
     for sid, s in report["steps"].items():
-        st = s["state"] + (" (cached)" if s.get("cached") else "")
-        table.add_row(sid, st, s.get("agent") or "", s.get("model") or "", str(s["attempts"]),
-                      str(s["input_tokens"]), str(s["output_tokens"]), f"{s['cost_usd']:.6f}", f"{s['duration_s']:.2f}")
+        st = s["state"] if not s.get("cached") else "CACHED"
+        scolor = {"COMPLETED": "green", "CACHED": "cyan", "FAILED": "red"}.get(st, "dim")
+        who = " · ".join(x for x in (s.get("agent"), s.get("model")) if x)
+        table.add_row(sid, f"[{scolor}]{st}[/{scolor}]", escape(who), str(s["attempts"]),
+                      f"{s['input_tokens']}/{s['output_tokens']}", f"{s['cost_usd']:.6f}", f"{s['duration_s']:.2f}")
     out.print(table)
     for sid, s in report["steps"].items():
         if s.get("error"):
-            err.print(f"[red]{escape(s['error'])}[/red]")
+            err.print(f"[red]{escape(s['error'])}[/red]", highlight=False)
     if report.get("error") and not report["steps"]:
-        err.print(f"[red]{escape(report['error'])}[/red]")
+        err.print(f"[red]{escape(report['error'])}[/red]", highlight=False)
     last = [s for s in report["steps"].values() if s["state"] == "COMPLETED"]
     if last:
         output = last[-1]["output"]
-        out.print("\n[bold]output[/bold] (last completed step):")
-        out.print(output if isinstance(output, str) else json.dumps(output, indent=2), markup=False)
+        out.print("\n[bold]output[/bold] (last completed step):", highlight=False)
+        out.print(output if isinstance(output, str) else json.dumps(output, indent=2), markup=False, highlight=False)
     out.print(f"\nflow run {report['flow_run_id']} · {report['duration_s']:.2f} s · "
-              f"{report['input_tokens']} in / {report['output_tokens']} out tokens · ${report['cost_usd']:.6f}")
+              f"{report['input_tokens']} in / {report['output_tokens']} out tokens · ${report['cost_usd']:.6f}",
+              highlight=False)
 
 
 # ---------------------------------------------------------------------------
