@@ -84,18 +84,8 @@ async def call(
     cache_write = usage.cache_creation_input_tokens or 0
     # Anthropic's input_tokens leaves out the cached part; AgentResult counts the whole prompt.
     input_tokens = usage.input_tokens + cache_read + cache_write
-    cost, priced = pricing.price(
-        PROVIDER, name, input_tokens, usage.output_tokens, cache_read, cache_write_tokens=cache_write
-    )
-    return AgentResult(
-        output=output,
-        provider=PROVIDER,
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=cache_read,
-        cost_usd=cost,
-        priced=priced,
-        latency_ms=latency_ms,
-        agent=agent.name,
+    return pricing.priced_result(
+        output=output, provider=PROVIDER, model=model, price_model=name, agent=agent.name,
+        input_tokens=input_tokens, output_tokens=usage.output_tokens, cached_tokens=cache_read,
+        cache_write_tokens=cache_write, latency_ms=latency_ms,
     )

@@ -93,18 +93,10 @@ async def call(
         ) from None
     latency_ms = (time.perf_counter() - started) * 1000
     input_tokens, output_tokens, cached_tokens = usage
-    cost, priced = pricing.price(PROVIDER, billed, input_tokens, output_tokens, cached_tokens)
-    return AgentResult(
-        output=output,
-        provider=PROVIDER,
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cached_tokens=cached_tokens,
-        cost_usd=cost,
-        priced=priced,
+    return pricing.priced_result(
+        output=output, provider=PROVIDER, model=model, price_model=billed, agent=agent.name,
+        input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
         latency_ms=latency_ms,
-        agent=agent.name,
     )
 
 

@@ -84,16 +84,8 @@ async def call(
     output_tokens = usage.completion_tokens if usage else 0
     details = usage.prompt_tokens_details if usage else None
     cached_tokens = (details.cached_tokens or 0) if details else 0
-    cost, priced = pricing.price(PROVIDER, name, input_tokens, output_tokens, cached_tokens)
-    return AgentResult(
-        output=output,
-        provider=PROVIDER,
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cached_tokens=cached_tokens,
-        cost_usd=cost,
-        priced=priced,
+    return pricing.priced_result(
+        output=output, provider=PROVIDER, model=model, price_model=name, agent=agent.name,
+        input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
         latency_ms=latency_ms,
-        agent=agent.name,
     )

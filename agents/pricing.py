@@ -7,10 +7,13 @@ the adapters convert Anthropic's usage to it).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelPrice
+
+if TYPE_CHECKING:
+    from .base import AgentResult
 
 # fast-agent models that never call a provider
 FREE_FAST_AGENT_MODELS = frozenset({"passthrough", "playback", "slow"})
@@ -116,3 +119,31 @@ def price(
 def worst_case_cost(provider: str, model: str, prompt_tokens: int, max_tokens: int) -> float:
     """The most a call can cost: the whole prompt uncached and ``max_tokens`` of output (0.0 if unknown)."""
     return price(provider, model, prompt_tokens, max_tokens)[0]
+
+
+def priced_result(
+    *,
+    output: str,
+    provider: str,
+    model: str,
+    price_model: str,
+    agent: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    latency_ms: float = 0.0,
+) -> AgentResult:
+    """The adapters' one way to finish a call: price the usage and build the AgentResult.
+
+    ``model`` is the full "provider:model" string; ``price_model`` the name genai-prices
+    knows it by under ``provider``.
+    """
+    from .base import AgentResult
+
+    cost, priced = price(provider, price_model, input_tokens, output_tokens, cached_tokens,
+                         cache_write_tokens=cache_write_tokens)
+    return AgentResult(output=output, provider=provider, model=model, input_tokens=input_tokens,
+                       output_tokens=output_tokens, cached_tokens=cached_tokens, cost_usd=cost,
+                       priced=priced, latency_ms=latency_ms, agent=agent)
+
