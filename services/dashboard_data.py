@@ -1,0 +1,955 @@
+"""What the dashboard shows, as plain data: thin functions over the ledger, the agent
+registry, the environment and the Prefect API.
+
+The Streamlit pages (``dashboard/``) only render what these functions return; every
+function here works without Streamlit, so it is unit-tested on a seeded ledger.
+
+* Every value is display-ready: no secret (only "set"/"not set" and where it came
+  from), URLs with their passwords masked, free text passed through
+  :func:`services.redact.redact`.
+* An empty ledger gives empty lists and zeros, never an exception.
+* Nothing here imports Prefect: the Prefect API is read over HTTP (two requests, a
+  short timeout, no retries), so the dashboard starts fast and fails soft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import case, func, select
+
+from services.models import FINAL_RUN_STATES, RUN_STATES, Call, Run
+from services.redact import redact, redact_url
+from services.store import COST_GROUPS, Store, get_store
+
+__all__ = [
+    "AgentFormError",
+    "COST_GROUPS",
+    "ORCHESTRA_BLOCK_TYPES",
+    "agent_form_values",
+    "agent_rows",
+    "agents_dir",
+    "breaker_rows",
+    "cost_per_day",
+    "cost_rows",
+    "dagger_status",
+    "fast_agent_status",
+    "flow_run_url",
+    "general_settings",
+    "health_rows",
+    "kpis",
+    "ledger_key",
+    "orchestra_blocks",
+    "prefect_api_url",
+    "prefect_status",
+    "prefect_ui_url",
+    "provider_rows",
+    "recent_runs",
+    "run_detail",
+    "run_filters",
+    "run_rows",
+    "save_agent",
+    "store_for",
+    "try_agent",
+    "unpriced",
+]
+
+UTC = timezone.utc
+_RUNS = Run.__table__
+_CALLS = Call.__table__
+NO_AGENT = "(no agent)"
+NO_WORKFLOW = "(unknown workflow)"
+STATE_ICONS = {
+    "COMPLETED": "🟢",
+    "RUNNING": "🔵",
+    "FAILED": "🔴",
+    "CRASHED": "🟠",
+    "CANCELLED": "⚪",
+}
+# slug -> (display name, what it holds); the four types `prefect block register -m blocks` registers
+ORCHESTRA_BLOCK_TYPES: dict[str, tuple[str, str]] = {
+    "orchestra-provider-credentials": ("Orchestra Provider Credentials", "an LLM provider's API key and endpoint"),
+    "orchestra-fast-agent-settings": ("Orchestra Fast-Agent Settings", "fast-agent default model, MCP servers"),
+    "orchestra-dagger-engine": ("Orchestra Dagger Engine", "how container steps reach a Dagger engine"),
+    "orchestra-store": ("Orchestra Store", "the ledger's database URL"),
+}
+# Block fields that are never secret and help a person recognise a document.
+_SAFE_BLOCK_FIELDS = {
+    "orchestra-provider-credentials": ("provider", "base_url", "organization"),
+    "orchestra-fast-agent-settings": ("default_model", "logger_level"),
+    "orchestra-dagger-engine": ("session_port", "runner_host", "cli_bin", "timeout_seconds"),
+    "orchestra-store": (),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def store_for(url: str | None = None) -> Store:
+    """The process-wide Store of ``url`` (default: ``$ORCHESTRA_DB_URL`` or the local SQLite)."""
+    return get_store(url)
+
+
+def ledger_key() -> str:
+    """A string that changes when the ledger the dashboard reads changes (a cache key;
+    it may hold a password, so it is never shown)."""
+    return os.environ.get("ORCHESTRA_DB_URL", "") + "|" + os.environ.get("ORCHESTRA_HOME", "")
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _parse(ts: str | datetime | None) -> datetime | None:
+    if ts is None or isinstance(ts, datetime):
+        return ts
+    try:
+        return datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+
+
+def _first_line(text: str | None, limit: int = 160) -> str | None:
+    if not text:
+        return None
+    line = redact(str(text)).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def state_label(state: str | None) -> str:
+    """``"🟢 COMPLETED"``: the run state with a coloured dot."""
+    state = (state or "").upper()
+    return f"{STATE_ICONS.get(state, '⚫')} {state or 'UNKNOWN'}"
+
+
+def _read(store: Store):
+    """A read connection on the store, after this process's queued calls are written."""
+    store._sync_reads()
+    return store._connect()
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
+    c = _RUNS.c
+    q = select(
+        func.count().label("runs"),
+        func.coalesce(func.sum(case((c.state == "COMPLETED", 1), else_=0)), 0).label("completed"),
+        func.coalesce(func.sum(case((c.state.in_(FINAL_RUN_STATES), 1), else_=0)), 0).label("finished"),
+        func.coalesce(func.sum(case((c.state == "RUNNING", 1), else_=0)), 0).label("running"),
+    )
+    if since is not None:
+        q = q.where(c.started >= since)
+    with _read(store) as conn:
+        row = conn.execute(q).mappings().one()
+    return {k: int(row[k] or 0) for k in ("runs", "completed", "finished", "running")}
+
+
+def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
+    rows = store.costs("model", since=since)
+    totals = {
+        "calls": sum(r["calls"] for r in rows),
+        "input_tokens": sum(r["input_tokens"] for r in rows),
+        "output_tokens": sum(r["output_tokens"] for r in rows),
+        "cached_tokens": sum(r["cached_tokens"] for r in rows),
+        "cost_usd": sum(r["cost_usd"] for r in rows),
+    }
+    totals["tokens"] = totals["input_tokens"] + totals["output_tokens"]
+    return totals
+
+
+def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
+    """``{"recent": {...}, "all": {...}, "days": days}``; each has runs, completed,
+    finished, running, success_rate (completed / finished runs, None without any
+    finished run), calls, input/output/cached tokens, tokens and cost_usd.
+
+    "recent" counts runs started and calls made in the last ``days`` days."""
+    since = _now(now) - timedelta(days=days)
+    out: dict[str, Any] = {"days": days}
+    for name, bound in (("recent", since), ("all", None)):
+        counts = _run_counts(store, bound)
+        counts["success_rate"] = counts["completed"] / counts["finished"] if counts["finished"] else None
+        out[name] = {**counts, **_call_totals(store, bound)}
+    return out
+
+
+def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per UTC day, oldest first, today included: ``day`` (a date), ``cost_usd``,
+    ``calls``, ``tokens``; days without calls are zeros (a bar chart shows the gaps).
+
+    ``days``: the last ``days`` days; None: from the first day with a call (empty
+    list for an empty ledger)."""
+    today = _now(now).date()
+    if days is None:
+        found = {str(r["day"]): r for r in store.costs("day")}
+        if not found:
+            return []
+        first = min(date.fromisoformat(d) for d in found)
+        first = min(first, today)
+        days = (today - first).days + 1
+    else:
+        first = today - timedelta(days=days - 1)
+        since = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        found = {str(r["day"]): r for r in store.costs("day", since=since)}
+    out = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        r = found.get(day.isoformat(), {})
+        out.append({
+            "day": day,
+            "cost_usd": float(r.get("cost_usd", 0.0)),
+            "calls": int(r.get("calls", 0)),
+            "tokens": int(r.get("input_tokens", 0)) + int(r.get("output_tokens", 0)),
+        })
+    return out
+
+
+def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs as table rows: started (datetime), workflow, state (with its dot), duration_s,
+    calls, tokens, cost_usd, error (first line, redacted), flow_run_id."""
+    return [
+        {
+            "started": _parse(r["started"]),
+            "workflow": r["workflow"],
+            "state": state_label(r["state"]),
+            "duration_s": r["duration_s"],
+            "calls": r["calls"],
+            "tokens": r["input_tokens"] + r["output_tokens"],
+            "cost_usd": r["cost_usd"],
+            "error": _first_line(r["error"]),
+            "flow_run_id": r["flow_run_id"],
+        }
+        for r in runs
+    ]
+
+
+def recent_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
+    return run_rows(store.list_runs(limit=limit))
+
+
+def top_workflow(store: Store) -> dict[str, Any] | None:
+    """The workflow that cost the most (all time), or None without calls."""
+    rows = store.costs("workflow")
+    return rows[0] if rows else None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_filters(store: Store) -> dict[str, list[str]]:
+    """The workflows in the ledger (sorted) and the run states."""
+    with _read(store) as conn:
+        workflows = sorted(conn.execute(select(_RUNS.c.workflow).distinct()).scalars())
+    return {"workflows": workflows, "states": list(RUN_STATES)}
+
+
+def list_runs(store: Store, *, workflow: str | None = None, state: str | None = None,
+              limit: int = 200) -> list[dict[str, Any]]:
+    return run_rows(store.list_runs(limit=limit, workflow=workflow or None, state=state or None))
+
+
+def _step_rows(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    steps: dict[str, dict[str, Any]] = {}
+    for c in calls:
+        s = steps.setdefault(c["step"], {
+            "step": c["step"], "agent": c["agent"], "model": c["model"], "status": "ok",
+            "attempts": 0, "errors": 0, "cached": False, "input_tokens": 0, "output_tokens": 0,
+            "cached_tokens": 0, "cost_usd": 0.0, "latency_ms": 0.0, "last_error": None,
+        })
+        s["agent"], s["model"] = c["agent"] or s["agent"], c["model"]  # the last attempt's
+        if c["cached"]:
+            s["cached"] = True
+        else:
+            s["attempts"] += 1
+        s["input_tokens"] += c["input_tokens"]
+        s["output_tokens"] += c["output_tokens"]
+        s["cached_tokens"] += c["cached_tokens"]
+        s["cost_usd"] += c["cost_usd"]
+        s["latency_ms"] += c["latency_ms"]
+        if c["status"] == "error":
+            s["errors"] += 1
+            s["last_error"] = _first_line(c["error"])
+        s["status"] = c["status"]  # how the step's last attempt ended
+    for s in steps.values():
+        if s["cached"] and s["attempts"] == 0:
+            s["status"] = "cached"
+    return list(steps.values())
+
+
+def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
+    """``{"run", "inputs", "steps", "calls", "dead_letters"}`` of one run, or None.
+
+    ``steps``: one row per step (in the order the steps first called a provider):
+    agent, model, status of its last attempt ("ok", "error", "cached"), attempts
+    (provider attempts, cache hits excluded), errors, cached, tokens, cost_usd,
+    latency_ms (summed over the attempts), last_error.
+    ``calls``: every attempt. ``inputs``: ``[{"input", "value"}]`` (values as text).
+    """
+    run = store.get_run(flow_run_id)
+    if run is None:
+        return None
+    calls = run.pop("calls")
+    run["n_calls"] = run.get("n_calls", len(calls))
+    run["started"] = _parse(run["started"])
+    run["ended"] = _parse(run["ended"])
+    run["state_label"] = state_label(run["state"])
+    run["error"] = redact(run["error"]) if run["error"] else None
+    inputs = [
+        {"input": k, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}
+        for k, v in (run.pop("inputs") or {}).items()
+    ]
+    call_rows = [
+        {
+            "#": i + 1, "step": c["step"], "attempt": c["attempt"], "agent": c["agent"], "model": c["model"],
+            "status": "cached" if c["cached"] else c["status"], "input_tokens": c["input_tokens"],
+            "output_tokens": c["output_tokens"], "cached_tokens": c["cached_tokens"],
+            "cost_usd": c["cost_usd"], "priced": c["priced"], "latency_ms": c["latency_ms"],
+            "cached": c["cached"], "error": _first_line(c["error"], 300), "created": _parse(c["created"]),
+        }
+        for i, c in enumerate(calls)
+    ]
+    try:
+        letters = store.list_dead_letters(limit=50, flow_run_id=flow_run_id)
+    except Exception:  # an older store without the resilience tables
+        letters = []
+    dead = [
+        {"step": d["step"], "agent": d["agent"], "model": d["model"], "attempts": d["attempts"],
+         "error": _first_line(d["error"], 300), "created": _parse(d["created"])}
+        for d in letters
+    ]
+    return {"run": run, "inputs": inputs, "steps": _step_rows(calls), "calls": call_rows, "dead_letters": dead}
+
+
+# --------------------------------------------------------------------------- Prefect links
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+_CLOUD_API = re.compile(r"^https://api\.(prefect\.(?:cloud|dev))/api/accounts/([^/]+)/workspaces/([^/]+)/?$")
+
+
+def ui_from_api(api_url: str) -> str:
+    """The Prefect UI address for an API address (Prefect Cloud's form included)."""
+    api_url = _strip_userinfo(api_url.strip()).rstrip("/")
+    m = _CLOUD_API.match(api_url)
+    if m:
+        return f"https://app.{m[1]}/account/{m[2]}/workspace/{m[3]}"
+    return api_url[: -len("/api")] if api_url.endswith("/api") else api_url
+
+
+def _local_server() -> dict | None:
+    try:
+        from services import prefect_server
+
+        return prefect_server.status()
+    except Exception:
+        return None
+
+
+def prefect_api_url(local: dict | None | bool = True) -> tuple[str | None, str]:
+    """``(api_url, source)``: ``$PREFECT_API_URL``, else Orchestra's local Prefect server
+    when it runs (``local=False`` skips that check), else ``(None, "ephemeral")``."""
+    env = os.environ.get("PREFECT_API_URL", "").strip()
+    if env:
+        return env, "PREFECT_API_URL"
+    info = _local_server() if local is True else (local or None)
+    if info and info.get("url"):
+        return info["url"], "local Orchestra server"
+    return None, "ephemeral"
+
+
+def prefect_ui_url(local: dict | None | bool = True) -> str | None:
+    """The Prefect UI to link to: ``$PREFECT_UI_URL``, else derived from the API URL
+    (``$PREFECT_API_URL`` or the local server), else None.  Never holds credentials."""
+    ui = os.environ.get("PREFECT_UI_URL", "").strip()
+    if ui:
+        return _strip_userinfo(ui).rstrip("/")
+    env = os.environ.get("PREFECT_API_URL", "").strip()
+    if env:
+        return ui_from_api(env)
+    info = _local_server() if local is True else (local or None)
+    if info:
+        return _strip_userinfo(info.get("ui") or ui_from_api(info["url"])).rstrip("/")
+    return None
+
+
+def flow_run_url(flow_run_id: str, ui_url: str | None) -> str | None:
+    """The Prefect UI page of a flow run, or None when no UI is known."""
+    return f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui_url else None
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """``store.costs(by)`` with a printable key in ``label`` (a missing agent is
+    "(no agent)") and ``tokens`` (input + output)."""
+    rows = store.costs(by, since=since)  # ValueError names the valid groups
+    blank = {"agent": NO_AGENT, "workflow": NO_WORKFLOW}.get(by, "(none)")
+    for r in rows:
+        r["label"] = str(r[by]) if r[by] not in (None, "") else blank
+        r["tokens"] = r["input_tokens"] + r["output_tokens"]
+    return rows
+
+
+def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    """Successful provider calls that genai-prices could not price (they count as $0):
+    ``{"calls": n, "models": [{"model", "calls", "input_tokens", "output_tokens"}]}``.
+    Cache hits and failed attempts are left out (they cost nothing anyway)."""
+    c = _CALLS.c
+    q = (
+        select(c.model, func.count(c.id).label("calls"),
+               func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+               func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"))
+        .where(c.priced.is_(False), c.cached.is_(False), c.status == "ok")
+        .group_by(c.model)
+        .order_by(func.count(c.id).desc(), c.model)
+    )
+    if since is not None:
+        q = q.where(c.created >= since)
+    with _read(store) as conn:
+        models = [
+            {"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
+             "output_tokens": int(r["output_tokens"])}
+            for r in conn.execute(q).mappings()
+        ]
+    return {"calls": sum(m["calls"] for m in models), "models": models}
+
+
+# --------------------------------------------------------------------------- agents
+
+
+def agents_dir(path: str | Path | None = None) -> Path:
+    """The folder of agent files the dashboard manages (default: the registry, ``agents/``)."""
+    if path:
+        return Path(path)
+    from agents.registry import AGENTS_DIR
+
+    return AGENTS_DIR
+
+
+def _agent_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def agent_rows(folder: str | Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(agents, problems)``: one row per agent file that loads (name, description,
+    model, capabilities, fallback, credentials block name, daily budget, file) and one
+    message per file that does not (a broken file never hides the others)."""
+    from agents.base import default_model
+    from agents.registry import load_agent
+
+    folder = agents_dir(folder)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for path in _agent_files(folder):
+        try:
+            a = load_agent(path)
+        except ValueError as exc:
+            problems.append(redact(str(exc)))
+            continue
+        if a.name in seen:
+            problems.append(f"{path.name}: agent {a.name!r} is already defined in {seen[a.name]}")
+            continue
+        seen[a.name] = path.name
+        rows.append({
+            "name": a.name,
+            "description": a.description or "",
+            "model": a.model or f"default ({default_model()})",
+            "capabilities": ", ".join(a.capabilities),
+            "fallback": ", ".join(a.fallback),
+            "credentials": a.credentials or "",
+            "daily_budget_usd": a.daily_budget_usd,
+            "file": path.name,
+        })
+    return rows, problems
+
+
+def breaker_rows(store: Store) -> list[dict[str, Any]]:
+    """Circuit breakers, one per provider endpoint (model @ base URL)."""
+    try:
+        rows = store.list_breakers()
+    except Exception:
+        return []
+
+    def ts(epoch: float | None) -> datetime | None:
+        return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+    return [
+        {"model": r["model"], "endpoint": redact_url(r["base_url"]), "state": r["state"],
+         "failures": r["failures"], "opened": ts(r["opened_at"]), "retry_at": ts(r["retry_at"]),
+         "updated": ts(r["updated"])}
+        for r in rows
+    ]
+
+
+def health_rows(store: Store) -> list[dict[str, Any]]:
+    """The latest health check of each agent (``orchestra agents health``), by agent name."""
+    try:
+        checks = store.list_health(limit=500)  # newest first
+    except Exception:
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    for h in checks:
+        latest.setdefault(h["agent"], {
+            "agent": h["agent"], "model": h["model"], "status": h["status"],
+            "latency_ms": h["latency_ms"], "cost_usd": h["cost_usd"],
+            "error": _first_line(h["error"], 300), "checked": _parse(h["created"]),
+        })
+    return [latest[k] for k in sorted(latest)]
+
+
+FORM_FIELDS = ("name", "description", "model", "instruction", "temperature", "max_tokens",
+               "capabilities", "fallback", "servers", "credentials", "daily_budget_usd")
+_LIST_FIELDS = ("capabilities", "fallback", "servers")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class AgentFormError(ValueError):
+    """The form's values do not make a valid agent; ``errors`` is ``[(field, message)]``."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
+
+
+def agent_form_values(name: str | None, folder: str | Path | None = None) -> dict[str, Any]:
+    """The form's starting values: the agent ``name``'s file, or blanks for a new agent.
+    Lists are comma-separated text; numbers are text ("" for none)."""
+    values: dict[str, Any] = {f: "" for f in FORM_FIELDS}
+    values["fallback"] = []
+    if not name:
+        return values
+    from agents.registry import load_agent
+
+    path = _file_of(name, agents_dir(folder))
+    if path is None:
+        return values
+    a = load_agent(path)
+    for f in FORM_FIELDS:
+        v = getattr(a, f)
+        if f == "fallback":
+            values[f] = list(v)
+        elif f in _LIST_FIELDS:
+            values[f] = ", ".join(v)
+        else:
+            values[f] = "" if v is None else str(v)
+    return values
+
+
+def _file_of(name: str, folder: Path) -> Path | None:
+    """The file that defines agent ``name`` (its ``name:`` field or its stem)."""
+    for path in _agent_files(folder):
+        if path.stem == name:
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                return path
+            if not isinstance(data, dict) or data.get("name") in (None, name):
+                return path
+    for path in _agent_files(folder):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("name") == name:
+            return path
+    return None
+
+
+def _split(text: Any) -> list[str]:
+    if isinstance(text, (list, tuple)):
+        return [str(x).strip() for x in text if str(x).strip()]
+    return [p.strip() for p in str(text or "").replace("\n", ",").split(",") if p.strip()]
+
+
+def _agent_data(values: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+    """Form values -> (name, YAML mapping without the name, errors)."""
+    errors: list[tuple[str, str]] = []
+    unknown = set(values) - set(FORM_FIELDS)
+    if unknown:
+        errors.append((sorted(unknown)[0], f"unknown field (allowed: {', '.join(FORM_FIELDS)})"))
+    name = str(values.get("name") or "").strip()
+    if not name:
+        errors.append(("name", "is required"))
+    elif not _NAME.match(name) or ".." in name:
+        errors.append(("name", f"{name!r} is not a valid agent name: use letters, digits, '-', '_' or '.' "
+                               "(it is also the file name)"))
+    data: dict[str, Any] = {}
+    for f in ("description", "model", "instruction", "credentials"):
+        v = str(values.get(f) or "").strip()
+        if v:
+            data[f] = v + "\n" if f == "instruction" and "\n" in v else v
+    for f, kind in (("temperature", float), ("max_tokens", int), ("daily_budget_usd", float)):
+        raw = values.get(f)
+        if raw is None or str(raw).strip() == "":
+            continue
+        try:
+            data[f] = kind(str(raw).strip()) if not isinstance(raw, (int, float)) else kind(raw)
+        except ValueError:
+            errors.append((f, f"{raw!r} is not {'a whole number' if kind is int else 'a number'}"))
+    for f in _LIST_FIELDS:
+        items = _split(values.get(f))
+        if items:
+            data[f] = items
+    return name, data, errors
+
+
+def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "agent"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append((field.split(".")[0] if field.split(".")[0] in FORM_FIELDS else field, redact(msg)))
+    return out
+
+
+def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
+               overwrite: bool = False) -> Path:
+    """Validate the form's values as an ``agents.base.AgentConfig`` and write
+    ``<folder>/<name>.yaml`` (or the file that already defines the agent) atomically:
+    a temporary file in the same folder, fsynced, then renamed over the target, so
+    readers see the old file or the new one, never half of one.
+
+    ``overwrite=False`` refuses an agent that already exists.  Raises
+    :class:`AgentFormError` naming each bad field; nothing is written then.
+    A comment block at the top of an existing file is kept."""
+    from agents.base import AgentConfig
+
+    folder = agents_dir(folder)
+    name, data, errors = _agent_data(values)
+    if not errors:
+        try:
+            AgentConfig.model_validate({"name": name, **data})
+        except ValidationError as exc:
+            errors += _validation_errors(exc)
+    if errors:
+        raise AgentFormError(errors)
+    if not folder.is_dir():
+        raise AgentFormError([("folder", f"{folder} is not a folder")])
+
+    existing = _file_of(name, folder)
+    if existing is not None and not overwrite:
+        raise AgentFormError([("name", f"an agent named {name!r} already exists ({existing.name}); "
+                                       "edit it instead")])
+    target = existing or folder / f"{name}.yaml"
+    if existing is None:
+        for other in _agent_files(folder):
+            if other.stem == name:
+                raise AgentFormError([("name", f"{other.name} already exists and defines another agent")])
+    if target.stem != name:
+        data = {"name": name, **data}
+
+    header = ""
+    if existing is not None:
+        lines = existing.read_text(encoding="utf-8").splitlines(keepends=True)
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            header += line
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    # What is written must read back as the same agent (the registry's own loader).
+    reread = yaml.safe_load(text) or {}
+    reread.setdefault("name", target.stem)
+    try:
+        AgentConfig.model_validate(reread)
+    except ValidationError as exc:  # pragma: no cover - safe_dump round-trips
+        raise AgentFormError(_validation_errors(exc)) from None
+
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, (existing.stat().st_mode & 0o777) if existing is not None else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def try_agent(agent: Any, prompt: str, *, folder: str | Path | None = None,
+              timeout: float = 60.0) -> dict[str, Any]:
+    """One call of an agent (an ``AgentConfig`` or a registry name) with ``prompt``,
+    through ``agents.call_agent``; not recorded in the ledger.
+
+    ``{"ok": True, "output", "model", "input_tokens", "output_tokens", "cost_usd",
+    "priced", "latency_ms"}`` or ``{"ok": False, "error": <redacted message>}``."""
+    from agents import AgentCallError, AgentConfig, call_agent, default_model, load_registry, parse_model
+
+    try:
+        if not isinstance(agent, AgentConfig):
+            registry = load_registry(agents_dir(folder))
+            if agent not in registry:
+                return {"ok": False, "error": f"no agent named {agent!r} in {agents_dir(folder)}"}
+            agent = registry[agent]
+        model = agent.model or default_model()
+        provider, _ = parse_model(model)
+        credentials: dict[str, Any] = {}
+        if provider in ("openai", "anthropic"):
+            key_var = f"{provider.upper()}_API_KEY"
+            if agent.credentials or not os.environ.get(key_var, "").strip():
+                from blocks.credentials import resolve_credentials
+
+                resolved = resolve_credentials(provider, agent.credentials)
+                credentials = {"api_key": resolved.api_key, "base_url": resolved.base_url}
+        result = asyncio.run(call_agent(agent, prompt, timeout=timeout, **credentials))
+    except AgentCallError as exc:
+        return {"ok": False, "error": redact(exc.message)}
+    except Exception as exc:  # MissingCredentials, a bad registry file, ...
+        return {"ok": False, "error": redact(str(exc) or type(exc).__name__)}
+    return {
+        "ok": True, "output": redact(result.output), "model": result.model,
+        "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
+        "cost_usd": result.cost_usd, "priced": result.priced, "latency_ms": result.latency_ms,
+    }
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _env_set(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
+
+
+def _show_url(value: str | None) -> str | None:
+    return redact(redact_url(value)) if value else None
+
+
+def provider_rows() -> list[dict[str, str]]:
+    """Per provider: whether an API key is set ("set"/"not set", never the value), where
+    it comes from, and the endpoint."""
+    rows = []
+    for provider, key_var, url_var, public in (
+        ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+    ):
+        key_set = _env_set(key_var)
+        base = os.environ.get(url_var, "").strip()
+        rows.append({
+            "provider": provider,
+            "api key": "set" if key_set else "not set",
+            "source": (f"environment ({key_var})" if key_set
+                       else f"none in the environment; a Prefect block '{provider}-default' or an agent's "
+                            "`credentials:` block may provide it"),
+            "endpoint": _show_url(base) if base else f"{public} (default)",
+            "endpoint source": url_var if base else "built-in",
+        })
+    rows.append({
+        "provider": "fast-agent",
+        "api key": "not needed",
+        "source": "passthrough/playback need no key; other fast-agent models use the keys above",
+        "endpoint": "in-process",
+        "endpoint source": "built-in",
+    })
+    return rows
+
+
+def general_settings(store: Store | None = None) -> list[dict[str, str]]:
+    """Default model, ledger URL (password masked), Orchestra home."""
+    from agents.base import DEFAULT_MODEL
+
+    model_env = os.environ.get("ORCHESTRA_DEFAULT_MODEL", "").strip()
+    rows = [
+        {"setting": "default model", "value": model_env or DEFAULT_MODEL,
+         "source": "ORCHESTRA_DEFAULT_MODEL" if model_env else "built-in"},
+    ]
+    source = "ORCHESTRA_DB_URL" if _env_set("ORCHESTRA_DB_URL") else "ORCHESTRA_HOME (SQLite)"
+    try:
+        store = store or store_for()
+    except Exception as exc:
+        rows.append({"setting": "ledger", "value": f"invalid: {_first_line(str(exc))}", "source": source})
+    else:
+        rows.append({"setting": "ledger", "value": redact_url(store.display_url), "source": source})
+        rows.append({"setting": "ledger backend", "value": store.backend, "source": "ledger URL"})
+        try:
+            revisions = store.current_revisions()
+            schema = ", ".join(sorted(revisions)) if revisions else "not migrated yet"
+        except Exception as exc:
+            schema = f"unreachable: {_first_line(str(exc))}"
+        rows.append({"setting": "ledger schema", "value": schema, "source": "Alembic revision"})
+    home = os.environ.get("ORCHESTRA_HOME", "").strip()
+    rows.append({"setting": "Orchestra home", "value": home or str(Path("~/.orchestra").expanduser()),
+                 "source": "ORCHESTRA_HOME" if home else "built-in"})
+    return rows
+
+
+def prefect_status() -> dict[str, Any]:
+    """Where Prefect runs: ``api_url`` (credentials masked), ``source``, ``ui_url``,
+    ``local`` (the local server's pid/url or None), ``mode`` and a one-line ``summary``."""
+    local = _local_server()
+    api, source = prefect_api_url(local=local or False)
+    ui = prefect_ui_url(local=local or False)
+    mode = os.environ.get("ORCHESTRA_PREFECT", "local")
+    if source == "PREFECT_API_URL":
+        summary = "Prefect API from PREFECT_API_URL"
+    elif local:
+        summary = f"Orchestra's local Prefect server is running (pid {local.get('pid')})"
+    elif mode == "ephemeral":
+        summary = "ORCHESTRA_PREFECT=ephemeral: every command starts Prefect's ephemeral server"
+    else:
+        summary = "No Prefect server is running: `orchestra run` starts the local one (or `orchestra server start`)"
+    return {
+        "api_url": _show_url(api), "source": source, "ui_url": _show_url(ui),
+        "local": {"pid": local.get("pid"), "url": _show_url(local.get("url"))} if local else None,
+        "mode": mode, "summary": summary,
+    }
+
+
+def fast_agent_status() -> list[dict[str, str]]:
+    """fast-agent: installed version, the model it uses by default, config files."""
+    try:
+        version = importlib.metadata.version("fast-agent-mcp")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    cfg = [p for p in ("fastagent.config.yaml", "fastagent.secrets.yaml") if Path(p).is_file()]
+    return [
+        {"setting": "fast-agent", "value": f"installed ({version})" if version else "not installed",
+         "source": "fast-agent-mcp package"},
+        {"setting": "fast-agent default model", "value": "passthrough",
+         "source": "Orchestra's built-in settings (a FastAgentSettings block can change it)"},
+        {"setting": "config files", "value": ", ".join(cfg) if cfg else "none (Orchestra builds fast-agent's settings in code)",
+         "source": "working directory"},
+    ]
+
+
+def dagger_status(timeout: float = 0.5) -> list[dict[str, str]]:
+    """Dagger: whether a session is set (``DAGGER_SESSION_PORT``) and answers, whether
+    its token is set (never the token), the runner host and the CLI."""
+    port = os.environ.get("DAGGER_SESSION_PORT", "").strip()
+    if port:
+        try:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=timeout):
+                reach = f"set ({port}); the session answers on 127.0.0.1:{port}"
+        except (OSError, ValueError):
+            reach = f"set ({port}); nothing answers on 127.0.0.1:{port}"
+    else:
+        reach = "not set: the Dagger SDK provisions an engine when a container step runs"
+    runner = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "").strip()
+    cli = shutil.which("dagger")
+    try:
+        sdk = importlib.metadata.version("dagger-io")
+    except importlib.metadata.PackageNotFoundError:
+        sdk = None
+    return [
+        {"setting": "session (DAGGER_SESSION_PORT)", "value": reach, "source": "environment"},
+        {"setting": "session token (DAGGER_SESSION_TOKEN)",
+         "value": "set" if _env_set("DAGGER_SESSION_TOKEN") else "not set", "source": "environment"},
+        {"setting": "runner host", "value": _show_url(runner) if runner else "default",
+         "source": "_EXPERIMENTAL_DAGGER_RUNNER_HOST" if runner else "built-in"},
+        {"setting": "dagger CLI", "value": cli or "not on PATH", "source": "PATH"},
+        {"setting": "Dagger SDK", "value": f"installed ({sdk})" if sdk else "not installed",
+         "source": "dagger-io package"},
+    ]
+
+
+def _prefect_headers() -> tuple[dict[str, str], Any]:
+    headers: dict[str, str] = {}
+    auth = None
+    key = os.environ.get("PREFECT_API_KEY", "").strip()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    basic = os.environ.get("PREFECT_API_AUTH_STRING", "").strip()
+    if basic and ":" in basic:
+        user, _, password = basic.partition(":")
+        auth = (user, password)
+    return headers, auth
+
+
+def _safe_value(value: Any) -> str:
+    if isinstance(value, str):
+        return _show_url(value) or ""
+    return str(value)
+
+
+def orchestra_blocks(api_url: str | None, timeout: float = 3.0) -> dict[str, Any]:
+    """Orchestra's block types on the Prefect API and their documents (names and a few
+    non-secret fields; secret fields are never requested).
+
+    ``{"ok", "message", "types": [{"type", "slug", "holds", "registered", "documents"}],
+    "documents": [{"name", "type", "details", "updated"}]}``.  Fails soft: any problem
+    is ``ok=False`` with a one-line ``message``."""
+    types = [
+        {"type": name, "slug": slug, "holds": holds, "registered": "unknown", "documents": 0}
+        for slug, (name, holds) in ORCHESTRA_BLOCK_TYPES.items()
+    ]
+    if not api_url:
+        return {"ok": False, "types": types, "documents": [],
+                "message": "No Prefect API is configured (PREFECT_API_URL is unset and no local "
+                           "Orchestra server runs), so blocks cannot be listed."}
+    import httpx
+
+    headers, auth = _prefect_headers()
+    base = api_url.rstrip("/")
+    slugs = list(ORCHESTRA_BLOCK_TYPES)
+    try:
+        with httpx.Client(timeout=timeout, headers=headers, auth=auth) as client:
+            r = client.post(f"{base}/block_types/filter", json={"block_types": {"slug": {"any_": slugs}}})
+            r.raise_for_status()
+            registered = {t["slug"] for t in r.json()}
+            r = client.post(f"{base}/block_documents/filter", json={
+                "block_types": {"slug": {"any_": slugs}},
+                "block_documents": {"is_anonymous": {"eq_": False}},
+                "include_secrets": False, "limit": 200,
+            })
+            r.raise_for_status()
+            docs = r.json()
+    except httpx.HTTPStatusError as exc:
+        return {"ok": False, "types": types, "documents": [],
+                "message": f"The Prefect API at {_show_url(base)} answered HTTP {exc.response.status_code}."}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return {"ok": False, "types": types, "documents": [],
+                "message": f"The Prefect API at {_show_url(base)} could not be read ({type(exc).__name__})."}
+    documents = []
+    counts: dict[str, int] = {}
+    for d in docs:
+        slug = (d.get("block_type") or {}).get("slug") or ""
+        counts[slug] = counts.get(slug, 0) + 1
+        data = d.get("data") or {}
+        details = [f"{f}: {_safe_value(data[f])}" for f in _SAFE_BLOCK_FIELDS.get(slug, ())
+                   if data.get(f) not in (None, "", [], {})]
+        if slug == "orchestra-fast-agent-settings" and isinstance(data.get("mcp_servers"), dict):
+            names = sorted(data["mcp_servers"])
+            details.append(f"MCP servers: {', '.join(names) if names else 'none'}")
+        documents.append({
+            "name": d.get("name") or "",
+            "type": ORCHESTRA_BLOCK_TYPES.get(slug, (slug,))[0],
+            "details": "; ".join(details),
+            "updated": _parse(d.get("updated")),
+        })
+    for t in types:
+        t["registered"] = "yes" if t["slug"] in registered else "no"
+        t["documents"] = counts.get(t["slug"], 0)
+    return {"ok": True, "types": types, "documents": documents,
+            "message": f"{len(registered)} of {len(slugs)} Orchestra block types registered, "
+                       f"{len(documents)} saved block(s)."}
