@@ -402,6 +402,14 @@ def dashboard(port: int = typer.Option(8501, "--port")) -> None:
                                 "--server.port", str(port), "--server.headless", "true"]))
 
 
+@app.command("mcp")
+def mcp_command() -> None:
+    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...)."""
+    from services.mcp_server import main as serve
+
+    serve()
+
+
 # rerun, failed, approve, limits, agents health
 from services.cli_resilience import register as _register_resilience  # noqa: E402
 

@@ -1,0 +1,380 @@
+"""`orchestra mcp`: Orchestra as an MCP server over stdio (the official `mcp` SDK's FastMCP).
+
+The tools are the `orchestra` commands, returning what their ``--json`` prints:
+
+| tool | CLI |
+| --- | --- |
+| ``run_workflow(workflow, inputs, model, no_cache, budget_usd)`` | ``orchestra run --json`` |
+| ``validate_workflow(workflow)`` -> ``{ok, errors, ...}`` | ``orchestra validate`` |
+| ``workflow_graph(workflow)`` -> Mermaid text | ``orchestra graph`` |
+| ``list_runs(limit, workflow)``, ``get_run(flow_run_id)`` | ``orchestra runs --json`` |
+| ``costs(by)`` | ``orchestra costs --by ... --json`` |
+| ``list_agents()``, ``show_agent(name)`` | ``orchestra agents list --json`` / ``show`` |
+
+``workflow`` is a file path, the name of a shipped workflow (``hello``), or an inline
+definition (an object, or its YAML/JSON text). Resources: ``orchestra://workflows``
+(the shipped workflows), ``orchestra://workflows/{name}`` (one's definition) and
+``orchestra://runs/{flow_run_id}`` (a run from the ledger, with its calls).
+
+Errors a user can cause come back as MCP tool errors (``isError``) with one message
+naming the file, step or argument; never a traceback, and secrets are masked. A run
+that fails is not a tool error: its report says ``"state": "FAILED"`` and why.
+
+Stdout belongs to the protocol: :func:`main` keeps the real stdout for it and points
+file descriptor 1 at stderr, so nothing else (Prefect, rich, fast-agent, a child
+process) can write a stray line into the JSON-RPC stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator, Literal
+
+import anyio
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from flows.spec import WorkflowError, coerce_inputs
+from services import runner
+from services.redact import redact
+
+log = logging.getLogger("orchestra.mcp")
+
+INSTRUCTIONS = """Orchestra runs AI-agent workflows (DAGs of LLM steps) as Prefect flow runs and keeps a
+cost ledger. Read orchestra://workflows for the shipped workflows; run one with run_workflow
+(a shipped name like "hello", a file path, or an inline definition); check a definition with
+validate_workflow; query past runs and spending with list_runs, get_run and costs."""
+
+
+
+class _OneRecord(logging.Formatter):
+    """``orchestra mcp: LEVEL logger: message``, secrets masked, no traceback (Prefect logs a
+    failed step's with its error; the message already says what failed)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(f"orchestra mcp: {record.levelname} {record.name}: {record.getMessage()}")
+
+
+def _stderr_logging() -> None:
+    """Warnings and errors on stderr, one plain line each (not FastMCP's rich INFO log, which
+    Prefect's flow-run loggers would fill through propagation)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(_OneRecord())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
+_stderr_logging()
+with warnings.catch_warnings():  # pydantic-settings' IncompleteFieldDefinitionWarning on FastMCP's own Settings
+    warnings.simplefilter("ignore")
+    mcp = FastMCP("orchestra", instructions=INSTRUCTIONS, log_level="WARNING")
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+WorkflowArg = Annotated[
+    str | dict[str, Any],
+    Field(description="A workflow file path (.yaml/.yml/.json/.py; relative paths are read from the server's "
+                      "working directory), the name of a shipped workflow (see orchestra://workflows), or an "
+                      "inline definition: an object with name/steps/... (or the /run-graph format), or its "
+                      "YAML/JSON text."),
+]
+
+
+@contextmanager
+def _user_errors(what: str) -> Iterator[None]:
+    """Errors a user can cause -> one clear ToolError; anything else -> one redacted line."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except (WorkflowError, ValueError) as exc:
+        raise ToolError(redact(str(exc))) from None
+    except RuntimeError as exc:
+        raise ToolError(redact(f"{what}: {exc}")) from None
+    except Exception as exc:
+        message = redact(f"{what}: {type(exc).__name__}: {exc}")
+        log.error("%s", message)
+        if os.environ.get("ORCHESTRA_DEBUG"):
+            log.error("traceback", exc_info=True)
+        raise ToolError(message) from None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---------------------------------------------------------------------------
+# running
+
+
+_engine_lock = threading.Lock()
+_engine_ready = False
+
+
+def _prepare_engine_now() -> None:
+    """A Prefect API for this process, then the engine imported: once (blocking)."""
+    global _engine_ready
+    with _engine_lock:
+        if _engine_ready:
+            return
+        try:
+            runner.ensure_prefect(echo=lambda m: log.warning("%s", m))
+        except RuntimeError as exc:
+            raise RuntimeError(f"Prefect: {exc}") from None
+        import flows.approval  # noqa: F401
+        import flows.compile  # noqa: F401
+
+        _engine_ready = True
+
+
+async def _prepare_engine() -> None:
+    if not _engine_ready:
+        await anyio.to_thread.run_sync(_prepare_engine_now)
+
+
+def _warm_up() -> None:
+    """Import the engine (and start fast-agent when the default model is one of its) in the
+    background, so that the first run_workflow does not wait for it. Only when the Prefect API
+    is known already: starting Orchestra's local server waits for a run that needs it."""
+    try:
+        from services import prefect_server
+
+        if not (os.environ.get("PREFECT_API_URL") or os.environ.get("ORCHESTRA_PREFECT") == "ephemeral"
+                or prefect_server.status()):
+            return
+        _prepare_engine_now()
+        from agents.base import default_model
+
+        if default_model().startswith("fast-agent:"):
+            from agents import call_agent
+            from agents.base import AgentConfig
+
+            asyncio.run(call_agent(AgentConfig(name="warm-up"), "ok", model="fast-agent:passthrough"))
+    except Exception as exc:  # the first run will say what is wrong
+        log.debug("warm-up: %s", redact(str(exc)))
+
+
+@mcp.tool(title="Run a workflow",
+          annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
+async def run_workflow(
+    workflow: WorkflowArg,
+    inputs: Annotated[dict[str, Any], Field(description="The workflow's inputs by name (typed values or "
+                                                        "strings as with `-i key=value`); defaults apply")] = {},
+    model: Annotated[str | None, Field(description="Use this model for every agent, e.g. openai:gpt-4.1-mini, "
+                                                   "anthropic:claude-sonnet-4-0, fast-agent:passthrough")] = None,
+    no_cache: Annotated[bool, Field(description="Call every provider again; take nothing from the step cache")] = False,
+    budget_usd: Annotated[float | None, Field(description="Most this run may spend, in USD (overrides the "
+                                                          "workflow's budget_usd)")] = None,
+) -> dict[str, Any]:
+    """Run a workflow as a Prefect flow run and wait for it. Returns what `orchestra run --json` prints:
+    workflow, flow_run_id, state (COMPLETED or FAILED), duration_s, cost_usd, tokens, and per step its
+    state, agent, model, output, tokens, cost, attempts and cached flag. A failed run is a result with
+    state FAILED and the steps' errors, not a tool error."""
+    with _user_errors("run_workflow"):
+        wf, ref = runner.resolve(workflow)
+        values = coerce_inputs(wf, inputs or {})
+        runner.check_model(model)
+        runner.check_budget(budget_usd)
+        await _prepare_engine()
+        report = await runner.run(wf, ref, values, model=model, no_cache=no_cache, budget=budget_usd)
+        return _jsonable(report)
+
+
+# ---------------------------------------------------------------------------
+# definitions
+
+
+@mcp.tool(title="Validate a workflow", annotations=READ_ONLY)
+def validate_workflow(workflow: WorkflowArg) -> dict[str, Any]:
+    """Check a workflow definition without running it. Returns {ok, workflow, source, steps, errors}:
+    every problem at once, each naming its file and step or line."""
+    try:
+        wf, _ = runner.resolve(workflow)
+    except WorkflowError as exc:
+        return {"ok": False, "workflow": None, "source": exc.source, "steps": [],
+                "errors": [redact(f"{exc.source}: {p}") for p in exc.problems]}
+    return {"ok": True, "workflow": wf.name, "source": wf.source, "type": wf.type,
+            "steps": [s.id for s in wf.steps], "errors": []}
+
+
+@mcp.tool(title="A workflow's DAG as Mermaid", annotations=READ_ONLY)
+def workflow_graph(workflow: WorkflowArg) -> str:
+    """The workflow's DAG as a Mermaid flowchart (what `orchestra graph` prints)."""
+    with _user_errors("workflow_graph"):
+        wf, _ = runner.resolve(workflow)
+        return wf.mermaid()
+
+
+# ---------------------------------------------------------------------------
+# the ledger
+
+
+def _store():
+    from services.store import get_store
+
+    return get_store()
+
+
+@mcp.tool(title="Recent runs", annotations=READ_ONLY)
+def list_runs(
+    limit: Annotated[int, Field(ge=1, le=1000, description="How many, newest first")] = 20,
+    workflow: Annotated[str | None, Field(description="Only runs of this workflow (its name)")] = None,
+) -> dict[str, Any]:
+    """Recent runs from the ledger, newest first: {runs: [{flow_run_id, workflow, state, cost_usd,
+    started, ...}]} (what `orchestra runs --json` prints)."""
+    with _user_errors("list_runs"):
+        return {"runs": _jsonable(_store().list_runs(limit=limit, workflow=workflow))}
+
+
+@mcp.tool(title="One run", annotations=READ_ONLY)
+def get_run(flow_run_id: Annotated[str, Field(description="A flow_run_id from list_runs or run_workflow")]) -> dict[str, Any]:
+    """One run from the ledger with its totals, inputs and every agent call (step, agent, model,
+    tokens, cost, latency, error)."""
+    with _user_errors("get_run"):
+        row = _store().get_run(flow_run_id.strip())
+        if row is None:
+            raise ToolError(f"no run {flow_run_id!r} in the ledger (see list_runs)")
+        return _jsonable(row)
+
+
+@mcp.tool(title="Cost totals", annotations=READ_ONLY)
+def costs(
+    by: Annotated[Literal["model", "agent", "workflow", "day"], Field(description="Group by")] = "model",
+) -> dict[str, Any]:
+    """Calls, tokens and cost from the ledger grouped by model, agent, workflow or day:
+    {by, total_cost_usd, rows: [{<by>, calls, input_tokens, output_tokens, cost_usd}]}
+    (what `orchestra costs --json` prints as rows)."""
+    with _user_errors("costs"):
+        rows = _jsonable(_store().costs(by))
+        return {"by": by, "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 10), "rows": rows}
+
+
+# ---------------------------------------------------------------------------
+# agents
+
+
+def _registry() -> dict[str, Any]:
+    from agents.registry import load_registry
+
+    return load_registry()
+
+
+@mcp.tool(title="The agents", annotations=READ_ONLY)
+def list_agents() -> dict[str, Any]:
+    """The agent registry (agents/*.yaml): {agents: [{name, model, capabilities, description}]}."""
+    from agents.base import default_model
+
+    with _user_errors("list_agents"):
+        return {"agents": [{"name": a.name, "model": a.model or f"(default: {default_model()})",
+                            "capabilities": a.capabilities, "description": a.description or ""}
+                           for a in _registry().values()]}
+
+
+@mcp.tool(title="One agent", annotations=READ_ONLY)
+def show_agent(name: Annotated[str, Field(description="An agent name from list_agents")]) -> dict[str, Any]:
+    """One agent's definition (model, instruction, temperature, capabilities, fallback, ...)."""
+    with _user_errors("show_agent"):
+        reg = _registry()
+        if name not in reg:
+            raise ToolError(f"unknown agent {name!r} (known: {', '.join(sorted(reg))})")
+        return _jsonable(reg[name].model_dump(exclude_none=True))
+
+
+# ---------------------------------------------------------------------------
+# resources
+
+
+@mcp.resource("orchestra://workflows", name="workflows", title="Shipped workflows", mime_type="application/json",
+              description="The workflows that ship with Orchestra (deployments/workflows): name, description, "
+                          "type, steps, inputs. Pass a name to run_workflow.")
+def workflows_resource() -> str:
+    return json.dumps(runner.shipped(), indent=2)
+
+
+@mcp.resource("orchestra://workflows/{name}", name="workflow", title="A shipped workflow's definition",
+              mime_type="application/yaml", description="The definition file of one shipped workflow.")
+def workflow_resource(name: str) -> str:
+    path = runner.shipped_file(name) if re.fullmatch(r"[A-Za-z0-9_-]+", name) else None
+    if path is None:
+        raise ValueError(f"no shipped workflow {name!r} (see orchestra://workflows)")
+    return path.read_text(encoding="utf-8")
+
+
+@mcp.resource("orchestra://runs/{flow_run_id}", name="run", title="A run from the ledger",
+              mime_type="application/json", description="One run with its totals, inputs and agent calls.")
+def run_resource(flow_run_id: str) -> str:
+    row = _store().get_run(flow_run_id)
+    if row is None:
+        raise ValueError(f"no run {flow_run_id!r} in the ledger")
+    return json.dumps(row, default=str, indent=2)
+
+
+# ---------------------------------------------------------------------------
+# serving
+
+
+def _claim_stdout():
+    """Keep the real stdout for the protocol; point fd 1 (and so sys.stdout, print, rich,
+    child processes) at stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    return open(protocol_fd, "w", encoding="utf-8", newline="\n", closefd=True)
+
+
+async def _serve(protocol_out) -> None:
+    import signal
+
+    from mcp.server.stdio import stdio_server
+
+    server = mcp._mcp_server  # what FastMCP.run_stdio_async runs, on our stdout
+
+    async def stop_on_signal(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signal, tg.cancel_scope)
+        async with stdio_server(stdout=anyio.wrap_file(protocol_out)) as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        tg.cancel_scope.cancel()  # stdin closed: the client is gone
+
+
+def main() -> None:
+    """Serve MCP over stdio until stdin closes or SIGTERM/SIGINT; then exit 0 (the ledger flushed)."""
+    from services import runtime
+
+    runtime.configure(quiet_console=True)  # before Prefect is imported, on first run
+    protocol_out = _claim_stdout()
+    if os.environ.get("ORCHESTRA_MCP_WARMUP", "1") != "0":
+        threading.Thread(target=_warm_up, name="orchestra-mcp-warm-up", daemon=True).start()
+    try:
+        anyio.run(_serve, protocol_out)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a signal in the middle of a run, a broken pipe: no traceback
+        if type(exc).__name__ == "TerminationSignal":  # Prefect's, for a SIGTERM during a flow run
+            return
+        if os.environ.get("ORCHESTRA_DEBUG"):
+            raise
+        print(f"orchestra mcp: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
