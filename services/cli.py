@@ -103,43 +103,26 @@ def _check_budget(budget: float | None) -> None:
 
 def _execute(wf, workflow_ref: str | dict, values: dict, model: str | None, no_cache: bool, live: bool,
              budget: float | None = None) -> dict:
-    from services import runtime
-
-    runtime.configure(quiet_console=True)
-    from services import prefect_server
+    from services import runner  # shared with `orchestra mcp`
 
     try:
-        prefect_server.ensure(echo=lambda m: err.print(f"[dim]{m}[/dim]"))
+        runner.ensure_prefect(echo=lambda m: err.print(f"[dim]{m}[/dim]"))
     except RuntimeError as exc:
         raise _fail(f"Prefect: {exc}", 1) from None
-    from flows import compile as engine
     from flows.approval import no_server_problem
 
     if problem := no_server_problem(wf):  # before anything is written
         raise _fail(problem)
-    flow_fn = engine.run_workflow.with_options(name=wf.name)
     table = _LiveTable(wf) if live else None
 
-    async def main():
-        if table:
-            engine.add_listener(table.update)
-        try:
-            state = await flow_fn(workflow=workflow_ref, inputs=values, model=model, no_cache=no_cache,
-                                  budget_usd=budget, return_state=True)
-        finally:
-            if table:
-                engine.remove_listener(table.update)
-        data = await state.result(raise_on_failure=False)
-        if isinstance(data, dict) and "steps" in data:
-            return data
-        message = str(data) if isinstance(data, BaseException) else (state.message or state.name)
-        return {"workflow": wf.name, "flow_run_id": str(state.state_details.flow_run_id), "state": state.type.value,
-                "error": message, "duration_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "steps": {}}
+    def main() -> dict:
+        return asyncio.run(runner.run(wf, workflow_ref, values, model=model, no_cache=no_cache, budget=budget,
+                                      listener=table.update if table else None))
 
     if table:
         with table:
-            return asyncio.run(main())
-    return asyncio.run(main())
+            return main()
+    return main()
 
 
 class _LiveTable:
