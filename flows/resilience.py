@@ -146,13 +146,14 @@ def remember_prompts(step_id: str, prompts: list[tuple[str, str]]) -> None:
 
 
 def attempt_timeout(timeout: float | None, agent: AgentConfig) -> float | None:
-    """The Prefect timeout of one step attempt: each call has its own ``timeout``, so an
-    attempt that may go on to fallbacks gets one ``timeout`` per agent it may call."""
+    """The Prefect timeout of one step attempt. With fallbacks, the step's ``timeout`` bounds
+    each call (the SDK's request timeout) and the attempt as a whole is only a backstop:
+    one ``timeout`` per agent it may call, plus slack for a loaded event loop."""
     if timeout is None or not agent.fallback:
         return timeout
     guard = _guard.get()
     n = len(guard.chain(agent, guard.model_for(agent))) if guard else len(agent.fallback)
-    return timeout * (1 + n) + 1.0
+    return timeout * (2 + n) + 5.0
 
 
 # ---------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def test_30_percent_injected_faults_20_code_review_runs_all_complete(orchestra_e
     async def all_runs():
         from flows.compile import run_workflow
 
-        gate = asyncio.Semaphore(5)
+        gate = asyncio.Semaphore(2)  # two at a time: the box has two cores
 
         async def one(i: int):
             async with gate:
@@ -462,3 +462,11 @@ def test_a_step_that_fails_for_good_is_kept_with_its_prompt_and_error(orchestra_
     assert secret_input in letter["prompt"] and "401" in letter["error"]
     assert "sk-live-abcdefgh12345678" not in letter["prompt"]  # redacted
     assert "sk-test-not-a-real-key-123456" not in str(letter)
+
+
+def test_local_rate_limit_is_a_token_bucket():
+    from flows.limits import _Bucket
+
+    bucket = _Bucket(rpm=2)
+    assert bucket.wait_time() == 0 and bucket.wait_time() == 0  # a burst of `rpm`
+    assert 0 < bucket.wait_time() <= 30.0  # then one token every 60/rpm seconds

@@ -323,3 +323,32 @@ def test_approval_step_pauses_until_approved_or_rejected(tmp_path, prefect_serve
         assert len(fake.requests()) == 1
     # answering again: the run is no longer paused
     assert_clean_error(orchestra(env, "approve", paused["id"]), 2, "not waiting for an approval")
+
+
+# ---------------------------------------------------------------------------
+# health
+
+
+def test_agents_health_probes_every_agent_and_records_it(tmp_path, prefect_api, fake):
+    from agents.registry import load_registry
+
+    fake.configure(latency_ms=0)
+    env = _env(tmp_path, prefect_api, OPENAI_BASE_URL=fake.base_url, ORCHESTRA_DEFAULT_MODEL=MINI)
+    proc = orchestra(env, "agents", "health", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    names = sorted(load_registry())
+    assert sorted(r["agent"] for r in rows) == names
+    assert all(r["status"] == "ok" and r["breaker"] == "closed" and r["latency_ms"] > 0 for r in rows)
+    requests = fake.requests()
+    assert len(requests) == len(names)  # one cheap call per agent ...
+    assert all(r["body"]["max_completion_tokens"] == 1 for r in requests)  # ... of one token
+    fake.configure(fault_rate=1.0, fault_kinds=[503])
+    proc = orchestra(env, "agents", "health", "--json")
+    assert proc.returncode == 1
+    assert all(r["status"] == "error" and "503" in r["error"] for r in json.loads(proc.stdout))
+    from services.store import Store
+
+    store = Store(env["ORCHESTRA_DB_URL"])
+    assert len(store.list_health()) == 2 * len(names)
+    store.close()
