@@ -73,13 +73,6 @@ _RUNS = Run.__table__
 _CALLS = Call.__table__
 NO_AGENT = "(no agent)"
 NO_WORKFLOW = "(unknown workflow)"
-STATE_ICONS = {
-    "COMPLETED": "🟢",
-    "RUNNING": "🔵",
-    "FAILED": "🔴",
-    "CRASHED": "🟠",
-    "CANCELLED": "⚪",
-}
 # slug -> (display name, what it holds); the four types `prefect block register -m blocks` registers
 ORCHESTRA_BLOCK_TYPES: dict[str, tuple[str, str]] = {
     "orchestra-provider-credentials": ("Orchestra Provider Credentials", "an LLM provider's API key and endpoint"),
@@ -130,12 +123,6 @@ def _first_line(text: str | None, limit: int = 160) -> str | None:
         return None
     line = redact(str(text)).strip().splitlines()[0] if str(text).strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def state_label(state: str | None) -> str:
-    """``"🟢 COMPLETED"``: the run state with a coloured dot."""
-    state = (state or "").upper()
-    return f"{STATE_ICONS.get(state, '⚫')} {state or 'UNKNOWN'}"
 
 
 def _read(store: Store):
@@ -222,13 +209,13 @@ def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = 
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs as table rows: started (datetime), workflow, state (with its dot), duration_s,
+    """Runs as table rows: started (datetime), workflow, state, duration_s,
     calls, tokens, cost_usd, error (first line, redacted), flow_run_id."""
     return [
         {
             "started": _parse(r["started"]),
             "workflow": r["workflow"],
-            "state": state_label(r["state"]),
+            "state": r["state"],
             "duration_s": r["duration_s"],
             "calls": r["calls"],
             "tokens": r["input_tokens"] + r["output_tokens"],
@@ -309,7 +296,6 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     run["n_calls"] = run.get("n_calls", len(calls))
     run["started"] = _parse(run["started"])
     run["ended"] = _parse(run["ended"])
-    run["state_label"] = state_label(run["state"])
     run["error"] = redact(run["error"]) if run["error"] else None
     inputs = [
         {"input": k, "value": v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}
@@ -758,7 +744,7 @@ def provider_rows() -> list[dict[str, str]]:
         base = os.environ.get(url_var, "").strip()
         rows.append({
             "provider": provider,
-            "api key": "set" if key_set else "not set",
+            "API key": "set" if key_set else "not set",
             "source": (f"environment ({key_var})" if key_set
                        else f"none in the environment; a Prefect block '{provider}-default' or an agent's "
                             "`credentials:` block may provide it"),
@@ -767,7 +753,7 @@ def provider_rows() -> list[dict[str, str]]:
         })
     rows.append({
         "provider": "fast-agent",
-        "api key": "not needed",
+        "API key": "not needed",
         "source": "passthrough/playback need no key; other fast-agent models use the keys above",
         "endpoint": "in-process",
         "endpoint source": "built-in",
@@ -806,14 +792,20 @@ def general_settings(store: Store | None = None) -> list[dict[str, str]]:
 
 def prefect_status() -> dict[str, Any]:
     """Where Prefect runs: ``api_url`` (credentials masked), ``source``, ``ui_url``,
-    ``local`` (the local server's pid/url or None), ``mode`` and a one-line ``summary``."""
+    ``local`` (the local server's pid/url or None), ``mode``, ``reachable`` (True, False,
+    or None without an API) and a one-line ``summary``."""
     local = _local_server()
     api, source = prefect_api_url(local=local or False)
     ui = prefect_ui_url(local=local or False)
     mode = os.environ.get("ORCHESTRA_PREFECT", "local")
+    reachable = None
     if source == "PREFECT_API_URL":
-        summary = "Prefect API from PREFECT_API_URL"
+        problem = _prefect_health(api)
+        reachable = problem is None
+        summary = ("The Prefect API from PREFECT_API_URL answers." if reachable
+                   else f"The Prefect API from PREFECT_API_URL {problem}.")
     elif local:
+        reachable = True
         summary = f"Orchestra's local Prefect server is running (pid {local.get('pid')})"
     elif mode == "ephemeral":
         summary = "ORCHESTRA_PREFECT=ephemeral: every command starts Prefect's ephemeral server"
@@ -822,7 +814,7 @@ def prefect_status() -> dict[str, Any]:
     return {
         "api_url": _show_url(api), "source": source, "ui_url": _show_url(ui),
         "local": {"pid": local.get("pid"), "url": _show_url(local.get("url"))} if local else None,
-        "mode": mode, "summary": summary,
+        "mode": mode, "summary": summary, "reachable": reachable,
     }
 
 
@@ -871,6 +863,31 @@ def dagger_status(timeout: float = 0.5) -> list[dict[str, str]]:
         {"setting": "Dagger SDK", "value": f"installed ({sdk})" if sdk else "not installed",
          "source": "dagger-io package"},
     ]
+
+
+def _http_problem(exc: Exception) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot be reached (nothing answers at that address)"
+    if isinstance(exc, httpx.TimeoutException):
+        return "did not answer in time"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"answered HTTP {exc.response.status_code}"
+    return f"could not be read ({type(exc).__name__})"
+
+
+def _prefect_health(api_url: str, timeout: float = 1.5) -> str | None:
+    """None when ``GET <api>/health`` answers 200, else what went wrong (one phrase)."""
+    import httpx
+
+    headers, auth = _prefect_headers()
+    try:
+        r = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout, headers=headers, auth=auth)
+        r.raise_for_status()
+    except Exception as exc:
+        return _http_problem(exc)
+    return None
 
 
 def _prefect_headers() -> tuple[dict[str, str], Any]:
@@ -924,12 +941,9 @@ def orchestra_blocks(api_url: str | None, timeout: float = 3.0) -> dict[str, Any
             })
             r.raise_for_status()
             docs = r.json()
-    except httpx.HTTPStatusError as exc:
-        return {"ok": False, "types": types, "documents": [],
-                "message": f"The Prefect API at {_show_url(base)} answered HTTP {exc.response.status_code}."}
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return {"ok": False, "types": types, "documents": [],
-                "message": f"The Prefect API at {_show_url(base)} could not be read ({type(exc).__name__})."}
+                "message": f"The Prefect API at {_show_url(base)} {_http_problem(exc)}, so blocks cannot be listed."}
     documents = []
     counts: dict[str, int] = {}
     for d in docs:

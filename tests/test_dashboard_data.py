@@ -156,10 +156,10 @@ def test_recent_runs_rows_are_display_ready(store):
     assert [r["flow_run_id"] for r in rows] == ["run-review-live", "run-review-1", "run-digest-1",
                                                 "run-review-old"]
     live, done, failed = rows[0], rows[1], rows[2]
-    assert live["state"] == "🔵 RUNNING" and live["calls"] == 1  # live totals of a running run
-    assert done["state"] == "🟢 COMPLETED" and done["tokens"] == 700 and done["duration_s"] == 12
+    assert live["state"] == "RUNNING" and live["calls"] == 1  # live totals of a running run
+    assert done["state"] == "COMPLETED" and done["tokens"] == 700 and done["duration_s"] == 12
     assert isinstance(done["started"], datetime)
-    assert failed["state"] == "🔴 FAILED"
+    assert failed["state"] == "FAILED"
     assert SECRET not in failed["error"] and "write" in failed["error"]
     assert dd.top_workflow(store)["workflow"] == "nightly-digest"
 
@@ -386,8 +386,8 @@ def test_provider_rows_never_show_a_secret(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://bob:hunter22@llm.local:8000/v1?api_key=" + SECRET)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     rows = {r["provider"]: r for r in dd.provider_rows()}
-    assert rows["openai"]["api key"] == "set" and rows["openai"]["source"] == "environment (OPENAI_API_KEY)"
-    assert rows["anthropic"]["api key"] == "not set"
+    assert rows["openai"]["API key"] == "set" and rows["openai"]["source"] == "environment (OPENAI_API_KEY)"
+    assert rows["anthropic"]["API key"] == "not set"
     assert rows["openai"]["endpoint"].startswith("http://bob:***@llm.local:8000/v1")
     text = repr(rows)
     assert SECRET not in text and "sk-proj" not in text and "hunter22" not in text
@@ -428,7 +428,13 @@ def test_dagger_and_fast_agent_status(monkeypatch):
 
 
 class _FakePrefect(BaseHTTPRequestHandler):
-    """Answers the two block queries like a Prefect server (secret fields obfuscated)."""
+    """Answers /health and the two block queries like a Prefect server (secret fields obfuscated)."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200 if self.path.endswith("/health") else 404)
+        self.send_header("content-length", "4")
+        self.end_headers()
+        self.wfile.write(b"true")
 
     def do_POST(self):  # noqa: N802
         import json
@@ -466,6 +472,7 @@ def test_orchestra_blocks_from_the_prefect_api_and_fail_soft():
         out = dd.orchestra_blocks(f"http://127.0.0.1:{server.server_port}/api")
     finally:
         server.shutdown()
+        server.server_close()
     assert out["ok"] is True, out
     types = {t["slug"]: t for t in out["types"]}
     assert types["orchestra-provider-credentials"]["registered"] == "yes"
@@ -479,7 +486,7 @@ def test_orchestra_blocks_from_the_prefect_api_and_fail_soft():
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     out = dd.orchestra_blocks(f"http://127.0.0.1:{dead}/api", timeout=1.0)
-    assert out["ok"] is False and "could not be read" in out["message"]
+    assert out["ok"] is False and "cannot be reached" in out["message"]
 
 
 def test_block_type_slugs_match_the_block_classes():
@@ -496,3 +503,24 @@ def test_ledger_key_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ORCHESTRA_DB_URL", f"sqlite:///{tmp_path}/b.db")
     assert dd.ledger_key() != a
     assert isinstance(dd.store_for(), Store) and Path(str(dd.store_for().url.database)).name == "b.db"
+
+
+def test_prefect_status_says_whether_the_api_answers(monkeypatch, tmp_path):
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))  # no local server state here
+    monkeypatch.delenv("PREFECT_UI_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    status = dd.prefect_status()
+    assert status["api_url"] is None and status["reachable"] is None and "No Prefect server" in status["summary"]
+
+    server = HTTPServer(("127.0.0.1", 0), _FakePrefect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://u:pw-secret@127.0.0.1:{server.server_port}/api")
+        status = dd.prefect_status()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status["reachable"] is True and "answers" in status["summary"]
+    assert "pw-secret" not in repr(status) and status["ui_url"] == f"http://127.0.0.1:{server.server_port}"
+    status = dd.prefect_status()  # the server is gone now
+    assert status["reachable"] is False and "cannot be reached" in status["summary"]

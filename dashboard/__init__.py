@@ -1,0 +1,1 @@
+"""Orchestra's Streamlit dashboard: ``streamlit run dashboard/app.py`` (``orchestra dashboard``)."""

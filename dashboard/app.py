@@ -1,0 +1,47 @@
+"""Orchestra dashboard: ``streamlit run dashboard/app.py`` (or ``orchestra dashboard``).
+
+The pages in ``dashboard/views/`` are thin: they read widgets, call
+``services.dashboard_data`` through the cached readers of ``dashboard.ui`` and
+render with Streamlit and plotly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from services.runtime import configure  # noqa: E402
+
+configure()  # Prefect's defaults, before anything imports Prefect
+
+from dashboard import ui  # noqa: E402
+
+st.set_page_config(page_title="Orchestra", page_icon=":material/hub:", layout="wide")
+st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button for the people reading it
+
+VIEWS = Path(__file__).resolve().parent / "views"
+page = st.navigation(
+    {
+        "Ledger": [
+            st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+            st.Page(VIEWS / "runs.py", title="Runs", icon=":material/list_alt:", url_path="runs"),
+            st.Page(VIEWS / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
+        ],
+        "Manage": [
+            st.Page(VIEWS / "agents.py", title="Agents", icon=":material/smart_toy:", url_path="agents"),
+            st.Page(VIEWS / "configuration.py", title="Configuration", icon=":material/settings:",
+                    url_path="configuration"),
+        ],
+    }
+)
+ui.sidebar()
+try:
+    page.run()
+except Exception as exc:  # st.stop()/st.rerun() are BaseExceptions and pass through
+    ui.failure(exc)

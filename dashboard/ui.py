@@ -1,0 +1,347 @@
+"""Shared pieces of the dashboard pages: cached readers over ``services.dashboard_data``
+(``st.cache_data(ttl=5)``, keyed by the ledger the process reads), number formats,
+plotly charts, empty states and the sidebar.  No SQL, no Prefect here either."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from services import dashboard_data as dd
+
+TTL = 5
+ACCENT = "#6C5CE7"
+MUTED = "#B2A9F5"
+ERROR = "#E17055"
+
+
+# --------------------------------------------------------------------------- cached readers
+# Every reader of the ledger takes `ledger` (ui.key()) first: a process pointed at
+# another ledger (ORCHESTRA_DB_URL) never sees the previous one's cached answers.
+
+
+def key() -> str:
+    return dd.ledger_key()
+
+
+def _since(days: int | None) -> datetime | None:
+    """Midnight UTC ``days - 1`` days ago: the same calendar days as ``cost_per_day``."""
+    if days is None:
+        return None
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days - 1)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def kpis(ledger: str) -> dict[str, Any]:
+    return dd.kpis(dd.store_for())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def cost_per_day(ledger: str, days: int | None) -> list[dict[str, Any]]:
+    return dd.cost_per_day(dd.store_for(), days=days)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def recent_runs(ledger: str, limit: int = 10) -> list[dict[str, Any]]:
+    return dd.recent_runs(dd.store_for(), limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def top_workflow(ledger: str) -> dict[str, Any] | None:
+    return dd.top_workflow(dd.store_for())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def run_filters(ledger: str) -> dict[str, list[str]]:
+    return dd.run_filters(dd.store_for())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def runs(ledger: str, workflow: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
+    return dd.list_runs(dd.store_for(), workflow=workflow, state=state, limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def run_detail(ledger: str, flow_run_id: str) -> dict[str, Any] | None:
+    return dd.run_detail(dd.store_for(), flow_run_id)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def cost_rows(ledger: str, by: str, days: int | None) -> list[dict[str, Any]]:
+    return dd.cost_rows(dd.store_for(), by, since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def unpriced(ledger: str, days: int | None) -> dict[str, Any]:
+    return dd.unpriced(dd.store_for(), since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def prefect_ui_url() -> str | None:
+    return dd.prefect_ui_url()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def agent_rows(folder: str) -> tuple[list[dict[str, Any]], list[str]]:
+    return dd.agent_rows(folder)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def breaker_rows(ledger: str) -> list[dict[str, Any]]:
+    return dd.breaker_rows(dd.store_for())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def health_rows(ledger: str) -> list[dict[str, Any]]:
+    return dd.health_rows(dd.store_for())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def configuration(ledger: str) -> dict[str, Any]:
+    prefect = dd.prefect_status()
+    api, _ = dd.prefect_api_url()
+    return {
+        "providers": dd.provider_rows(),
+        "general": dd.general_settings(),
+        "prefect": prefect,
+        "fast_agent": dd.fast_agent_status(),
+        "dagger": dd.dagger_status(),
+        "blocks": dd.orchestra_blocks(api),
+    }
+
+
+def clear_caches() -> None:
+    st.cache_data.clear()
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def money(x: float | None) -> str:
+    """$1,234.56 from a dollar up; below, three significant digits ($0.0101, $0.00005)."""
+    x = float(x or 0.0)
+    if x == 0:
+        return "$0.00"
+    if abs(x) >= 1:
+        return f"${x:,.2f}"
+    decimals = min(6, max(2, 2 - math.floor(math.log10(abs(x)))))
+    text = f"{abs(x):.{decimals}f}".rstrip("0")
+    if len(text.split(".")[1]) < 2:
+        text = f"{abs(x):.2f}"
+    return ("-$" if x < 0 else "$") + text
+
+
+def count(n: int | float | None) -> str:
+    n = float(n or 0)
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{int(n):,}"
+
+
+def percent(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def ago(ts: datetime | None) -> str:
+    if ts is None:
+        return "—"
+    delta = datetime.now(timezone.utc) - ts
+    s = delta.total_seconds()
+    if s < 60:
+        return "just now"
+    if s < 3600:
+        return f"{int(s // 60)} min ago"
+    if s < 86400:
+        return f"{int(s // 3600)} h ago"
+    return f"{int(s // 86400)} d ago"
+
+
+def seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s:.1f} s" if s < 120 else str(timedelta(seconds=int(s)))
+
+
+# Column formats shared by the tables
+COLUMNS = {
+    "started": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "created": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "checked": st.column_config.DatetimeColumn("Checked (UTC)", format="YYYY-MM-DD HH:mm"),
+    "updated": st.column_config.DatetimeColumn("Updated (UTC)", format="YYYY-MM-DD HH:mm"),
+    "opened": st.column_config.DatetimeColumn("Opened (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "retry_at": st.column_config.DatetimeColumn("Retry at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "workflow": st.column_config.TextColumn("Workflow"),
+    "state": st.column_config.TextColumn("State"),
+    "duration_s": st.column_config.NumberColumn("Duration", format="%.1f s"),
+    "calls": st.column_config.NumberColumn("Calls"),
+    "tokens": st.column_config.NumberColumn("Tokens", format="localized"),
+    "input_tokens": st.column_config.NumberColumn("In tokens", format="localized"),
+    "output_tokens": st.column_config.NumberColumn("Out tokens", format="localized"),
+    "cached_tokens": st.column_config.NumberColumn("Cached tokens", format="localized"),
+    "cost_usd": st.column_config.NumberColumn("Cost", format="$%.6f"),
+    "latency_ms": st.column_config.NumberColumn("Latency", format="%.0f ms"),
+    "error": st.column_config.TextColumn("Error", width="large"),
+    "last_error": st.column_config.TextColumn("Last error", width="large"),
+    "flow_run_id": st.column_config.TextColumn("Flow run"),
+    "cached": st.column_config.CheckboxColumn("Cached"),
+    "priced": st.column_config.CheckboxColumn("Priced"),
+    "daily_budget_usd": st.column_config.NumberColumn("Daily budget", format="$%.2f"),
+    "#": st.column_config.NumberColumn("#"),
+    "step": st.column_config.TextColumn("Step"),
+    "agent": st.column_config.TextColumn("Agent"),
+    "model": st.column_config.TextColumn("Model"),
+    "status": st.column_config.TextColumn("Status"),
+    "attempt": st.column_config.NumberColumn("Attempt"),
+    "attempts": st.column_config.NumberColumn("Attempts"),
+    "errors": st.column_config.NumberColumn("Failed", help="Attempts that failed"),
+    "failures": st.column_config.NumberColumn("Failures"),
+    "endpoint": st.column_config.TextColumn("Endpoint"),
+    "input": st.column_config.TextColumn("Input"),
+    "value": st.column_config.TextColumn("Value", width="large"),
+}
+
+
+# Run states (Prefect's) and call statuses, as text colours and markdown badges
+STATE_COLORS = {
+    "COMPLETED": ("#1E8E3E", "green"), "ok": ("#1E8E3E", "green"),
+    "RUNNING": ("#1A73E8", "blue"),
+    "FAILED": ("#D93025", "red"), "error": ("#D93025", "red"),
+    "CRASHED": ("#E8710A", "orange"),
+    "CANCELLED": ("#80868B", "gray"),
+    "cached": ("#7B61FF", "violet"),
+    "open": ("#D93025", "red"), "half-open": ("#E8710A", "orange"), "half_open": ("#E8710A", "orange"),
+    "closed": ("#1E8E3E", "green"),
+}
+
+
+def badge(state: str | None) -> str:
+    """A coloured markdown badge for a run state or call status."""
+    state = state or "UNKNOWN"
+    return f":{STATE_COLORS.get(state, ('', 'gray'))[1]}-badge[{state}]"
+
+
+def _colour(value: Any) -> str:
+    colour = STATE_COLORS.get(str(value))
+    return f"color: {colour[0]}; font-weight: 600" if colour else ""
+
+
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None, **kwargs: Any) -> Any:
+    """A dataframe with the shared column formats (``columns`` picks and orders them),
+    states and statuses in colour, and "—" for missing values."""
+    import pandas as pd
+
+    config = {c: COLUMNS[c] for c in (columns or (rows[0].keys() if rows else [])) if c in COLUMNS}
+    config.update(kwargs.pop("column_config", {}))
+    data: Any = pd.DataFrame(rows)
+    coloured = [c for c in ("state", "status") if c in data.columns]
+    if coloured and len(data):
+        data = data.style.map(_colour, subset=coloured)
+    return st.dataframe(data, hide_index=True, column_order=columns, column_config=config,
+                        width="stretch", placeholder="—", **kwargs)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _layout(fig: go.Figure, height: int, **kwargs: Any) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=8, r=8, t=36, b=8), showlegend=False,
+                      hoverlabel=dict(bgcolor="white"), **kwargs)
+    return fig
+
+
+def day_bars(days: list[dict[str, Any]], title: str, height: int = 320) -> go.Figure:
+    """Cost per day; with no cost at all (free or unpriced models), calls per day."""
+    priced = any(d["cost_usd"] for d in days)
+    y = [d["cost_usd"] if priced else d["calls"] for d in days]
+    fig = go.Figure(go.Bar(
+        x=[d["day"] for d in days], y=y, marker_color=ACCENT,
+        customdata=[[money(d["cost_usd"]), d["calls"], count(d["tokens"])] for d in days],
+        hovertemplate="%{x|%a %d %b}<br>cost %{customdata[0]}<br>%{customdata[1]} calls"
+                      "<br>%{customdata[2]} tokens<extra></extra>",
+    ))
+    fig.update_xaxes(type="date", tickformat="%d %b", showgrid=False)
+    fig.update_yaxes(title_text="cost (USD)" if priced else "calls", tickprefix="$" if priced else "",
+                     rangemode="tozero")
+    return _layout(fig, height, title=dict(text=title if priced else f"{title} — no priced calls, showing calls",
+                                           font=dict(size=14)), bargap=0.25)
+
+
+def ranked_bars(rows: list[dict[str, Any]], title: str, top: int = 10, height: int | None = None,
+                notes: dict[str, str] | None = None) -> go.Figure:
+    """Horizontal bars, most expensive on top; by calls when nothing cost anything.
+    ``notes`` label some bars (e.g. "unpriced") next to their value."""
+    notes = notes or {}
+    rows = rows[:top]
+    priced = any(r["cost_usd"] for r in rows)
+    rows = sorted(rows, key=lambda r: (r["cost_usd"], r["calls"]) if priced else (r["calls"],))
+    values = [r["cost_usd"] if priced else r["calls"] for r in rows]
+    fig = go.Figure(go.Bar(
+        x=values, y=[r["label"] for r in rows], orientation="h", marker_color=ACCENT,
+        text=[(money(r["cost_usd"]) if priced else f"{r['calls']} calls")
+              + (f" · {notes[r['label']]}" if r["label"] in notes else "") for r in rows],
+        textposition="outside", cliponaxis=False,
+        customdata=[[money(r["cost_usd"]), r["calls"], count(r["tokens"])] for r in rows],
+        hovertemplate="%{y}<br>cost %{customdata[0]}<br>%{customdata[1]} calls"
+                      "<br>%{customdata[2]} tokens<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="cost (USD)" if priced else "calls", tickprefix="$" if priced else "",
+                     range=[0, (max(values) or 1) * (1.5 if notes else 1.3)], showgrid=True)
+    fig.update_yaxes(automargin=True, ticksuffix="  ")
+    return _layout(fig, height or max(220, 60 + 34 * len(rows)),
+                   title=dict(text=title if priced else f"{title} (calls; nothing was priced)",
+                              font=dict(size=14)))
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, width="stretch", key=key, config={"displayModeBar": False})
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def failure(exc: BaseException) -> None:
+    """What a reader sees when a page fails (e.g. the ledger's database is down): one
+    redacted line and what to check, never a traceback.  The log gets the details."""
+    import logging
+    import traceback
+
+    from services.redact import redact, redact_url
+
+    log = logging.getLogger("orchestra.dashboard")
+    log.warning("page failed: %s: %s", type(exc).__name__, redact(str(exc)).strip().splitlines()[:1])
+    log.debug("%s", redact("".join(traceback.format_exception(exc))))
+    try:
+        where = redact_url(dd.store_for().display_url)
+    except Exception:
+        where = "(invalid ORCHESTRA_DB_URL)"
+    lines = (redact(str(exc)) or type(exc).__name__).strip().splitlines()
+    message = lines[0] if lines else type(exc).__name__
+    st.error(
+        f"**This page could not be shown.** {type(exc).__name__}: {message[:300]}\n\n"
+        f"Ledger: `{where}` — check that its database is reachable (ORCHESTRA_DB_URL), then refresh.",
+        icon=":material/cloud_off:",
+    )
+
+
+def empty_ledger() -> None:
+    st.info(
+        "**The ledger is empty.** Every workflow run and provider call lands here once you run one, "
+        "for example:\n\n"
+        "```\norchestra run deployments/workflows/<workflow>.yaml\n```\n"
+        "No API key is needed: agents without a model use `fast-agent:passthrough`.",
+        icon=":material/info:",
+    )
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption("Orchestra · LLM-agent workflows on Prefect")
+        if st.button("Refresh data", icon=":material/refresh:", width="stretch"):
+            clear_caches()
+        st.caption(f"Data is re-read every {TTL} s.")

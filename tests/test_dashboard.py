@@ -1,0 +1,472 @@
+"""The Streamlit dashboard: every page through Streamlit's AppTest on a seeded ledger,
+and the real app in headless Chromium (driven over the DevTools protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from services.store import Store
+from tests.test_dashboard_data import SECRET, seed_ledger
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "dashboard" / "app.py"
+PAGES = ["views/overview.py", "views/runs.py", "views/costs.py", "views/agents.py", "views/configuration.py"]
+
+
+def _clean_env(monkeypatch, tmp_path, db: Path) -> None:
+    monkeypatch.setenv("ORCHESTRA_DB_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
+    for var in ("PREFECT_API_URL", "PREFECT_UI_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DAGGER_SESSION_PORT",
+                "DAGGER_SESSION_TOKEN", "ORCHESTRA_DEFAULT_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def seeded(tmp_path, monkeypatch):
+    """A seeded ledger the app reads (ORCHESTRA_DB_URL) and a copy of two agent files."""
+    import streamlit as st
+
+    db = tmp_path / "ledger.db"
+    store = Store(f"sqlite:///{db}")
+    seed_ledger(store)
+    store.close()
+    _clean_env(monkeypatch, tmp_path, db)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "reviewer.yaml").write_text(
+        "# Reviews code.\ndescription: Meticulous code reviewer.\nmodel: openai:gpt-4.1-mini\n"
+        "capabilities: [code-review, python]\n")
+    (agents / "writer.yaml").write_text("description: Writes digests.\ncapabilities: [writing]\n")
+    st.cache_data.clear()
+    yield agents
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def empty(tmp_path, monkeypatch):
+    import streamlit as st
+
+    _clean_env(monkeypatch, tmp_path, tmp_path / "empty.db")
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def app(page: str | None = None, agents_dir: Path | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if agents_dir is not None:
+        at.session_state["agents_dir"] = str(agents_dir)
+    if page:  # the pages' url paths are their file names: no first run on the default page needed
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    """Everything the page sends to the browser (every element's protobuf, as text)."""
+    out = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            out.append(str(proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(out)
+
+
+def frames(at) -> list:
+    return [d.value for d in at.dataframe] + [t.value for t in at.table]
+
+
+# --------------------------------------------------------------------------- AppTest
+
+
+def test_every_page_renders_the_seeded_ledger(seeded):
+    for page in PAGES:
+        at = app(page, seeded)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert "Traceback" not in texts(at)
+        assert SECRET not in texts(at) and "DashboardSecret" not in texts(at)
+
+
+def test_overview_kpis_chart_and_recent_runs(seeded):
+    at = app()
+    assert [t.value for t in at.title] == ["Overview"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Runs": "3", "Success rate": "50%", "Cost": "$0.0101", "Calls": "8", "Tokens": "2.4k"}
+    captions = " ".join(c.value for c in at.caption)
+    assert "All time: **4**" in captions and "All time: **67%**" in captions
+    assert len(at.get("plotly_chart")) == 1
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(chart["data"][0]["x"]) == 30 and max(chart["data"][0]["y"]) > 0
+    md = " ".join(m.value for m in at.markdown)
+    assert "**Latest run:** code-review" in md and "**Costliest workflow:** nightly-digest" in md
+    runs = at.dataframe[0].value
+    assert list(runs["flow_run_id"]) == ["run-review-live", "run-review-1", "run-digest-1", "run-review-old"]
+    assert "FAILED" in set(runs["state"])
+
+
+def test_empty_ledger_gives_friendly_pages(empty, tmp_path):
+    for page in PAGES:
+        at = app(page, tmp_path / "no-agents")
+        assert not at.exception and not at.error, page
+        if page in PAGES[:3]:
+            assert any("ledger is empty" in i.value for i in at.info), page
+    at = app("views/agents.py", tmp_path / "no-agents")
+    assert any("No agent files" in i.value for i in at.info)
+    assert any("No breaker" in i.value for i in at.info) and any("No health check" in i.value for i in at.info)
+
+
+def test_unreachable_ledger_is_a_message_not_a_traceback(empty, monkeypatch):
+    monkeypatch.setenv("ORCHESTRA_DB_URL", "postgresql://orch:pg-pass-123@127.0.0.1:1/orchestra")
+    for page in PAGES[:3]:
+        at = app(page)
+        (error,) = [e.value for e in at.error]
+        assert "could not be shown" in error and "orch:***@127.0.0.1:1/orchestra" in error, error
+        assert "pg-pass-123" not in texts(at) and "Traceback" not in texts(at)
+
+
+def test_runs_page_filters_and_shows_a_failed_run(seeded, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4999/api")
+    at = app("views/runs.py")
+    assert len(at.dataframe[0].value) == 4
+    workflow = next(s for s in at.selectbox if s.label == "Workflow")
+    workflow.set_value("nightly-digest").run()
+    assert list(at.dataframe[0].value["flow_run_id"]) == ["run-digest-1"]
+    assert any(s.startswith("nightly-digest") for s in (h.value for h in at.subheader))
+    (failed,) = [e.value for e in at.error]
+    assert "The run failed" in failed and "write" in failed and SECRET not in failed
+    steps = at.dataframe[1].value.set_index("step")
+    assert steps.loc["write", "status"] == "error" and steps.loc["write", "errors"] == 2
+    assert steps.loc["fetch", "cost_usd"] == pytest.approx(0.0096)
+    (link,) = at.get("link_button")
+    assert link.proto.url == "http://127.0.0.1:4999/runs/flow-run/run-digest-1"
+    assert any("Dead letters (1)" in e.label for e in at.expander)
+    assert SECRET not in texts(at)
+
+    state = next(s for s in at.selectbox if s.label == "State")
+    state.set_value("COMPLETED").run()
+    assert any("No run matches" in i.value for i in at.info)
+
+
+def test_runs_page_steps_attempts_cached_and_no_prefect(seeded):
+    at = app("views/runs.py")
+    run = next(s for s in at.selectbox if s.label == "Run")
+    run.set_value("run-review-1").run()
+    steps = at.dataframe[1].value.set_index("step")
+    assert steps.loc["style", "attempts"] == 2 and steps.loc["style", "errors"] == 1
+    assert steps.loc["style", "last_error"] == "HTTP 503 from provider"
+    assert steps.loc["summary", "status"] == "cached" and bool(steps.loc["summary", "cached"])
+    calls = at.dataframe[2].value
+    assert list(calls["status"]) == ["ok", "error", "ok", "cached"]
+    assert not at.get("link_button")  # no Prefect server known: a hint instead of a dead link
+    assert any("PREFECT_API_URL" in c.value for c in at.caption)
+
+
+def test_costs_page_charts_and_unpriced_calls(seeded):
+    at = app("views/costs.py")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 4
+    by_model = json.loads(charts[0].proto.spec)["data"][0]
+    assert by_model["y"][-1] == "anthropic:claude-sonnet-4-0"  # the most expensive bar on top
+    assert set(by_model["y"]) == {"anthropic:claude-sonnet-4-0", "openai:gpt-4.1-mini", "openai:my-local-llama"}
+    by_agent = json.loads(charts[1].proto.spec)["data"][0]
+    assert "(no agent)" in by_agent["y"]
+    (warning,) = [w.value for w in at.warning]
+    assert "1 call could not be priced" in warning and "openai:my-local-llama" in warning
+    assert {m.label: m.value for m in at.metric}["Unpriced calls"] == "1"
+    assert any("**Top model:** `anthropic:claude-sonnet-4-0`" in m.value for m in at.markdown)
+    tables = at.dataframe
+    assert len(tables) == 4 and list(tables[2].value["label"]) == ["nightly-digest", "code-review"]
+
+    at.button_group(key="costs_window").set_value("Last 7 days").run()
+    assert not at.exception and not at.warning  # the unpriced call is 20 days old
+    by_model = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert "openai:my-local-llama" not in by_model["y"]
+
+
+def test_agents_page_registry_breakers_health(seeded):
+    at = app("views/agents.py", seeded)
+    registry = at.dataframe[0].value
+    assert list(registry["name"]) == ["reviewer", "writer"]
+    assert list(registry["model"]) == ["openai:gpt-4.1-mini", "default (fast-agent:passthrough)"]
+    assert "Meticulous code reviewer." in set(registry["description"])
+    breakers = at.dataframe[1].value
+    assert list(breakers["state"]) == ["open"] and list(breakers["failures"]) == [5]
+    health = at.dataframe[2].value.set_index("agent")
+    assert health.loc["writer", "status"] == "ok"
+
+
+def _form(at, prefix="agent_form_new"):
+    return lambda field: at.text_input(key=f"{prefix}_{field}")
+
+
+def test_agent_form_rejects_a_bad_model_and_writes_nothing(seeded):
+    before = {p.name: p.read_text() for p in seeded.iterdir()}
+    at = app("views/agents.py", seeded)
+    field = _form(at)
+    field("name").input("newbie")
+    field("model").input("gpt-4")
+    next(b for b in at.button if b.label == "Create agent").click().run()
+    (error,) = [e.value for e in at.error]
+    assert "**model**" in error and "invalid model 'gpt-4'" in error and "nothing was written" in error
+    assert {p.name: p.read_text() for p in seeded.iterdir()} == before
+
+    field = _form(at)
+    field("model").input("anthropic:claude-sonnet-4-0")
+    field("temperature").input("warm")
+    next(b for b in at.button if b.label == "Create agent").click().run()
+    assert "**temperature**" in at.error[0].value
+    assert {p.name: p.read_text() for p in seeded.iterdir()} == before
+
+
+def test_agent_form_creates_and_edits_an_agent(seeded):
+    at = app("views/agents.py", seeded)
+    field = _form(at)
+    field("name").input("tester")
+    field("description").input("Writes tests.")
+    field("model").input("openai:gpt-4.1-nano")
+    field("capabilities").input("tests, python")
+    at.multiselect(key="agent_form_new_fallback").select("reviewer")
+    next(b for b in at.button if b.label == "Create agent").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert any("Saved `tester.yaml`" in s.value for s in at.success)
+    from agents.registry import load_registry
+
+    tester = load_registry(seeded)["tester"]
+    assert (tester.model, tester.capabilities, tester.fallback) == ("openai:gpt-4.1-nano", ["tests", "python"],
+                                                                     ["reviewer"])
+    assert "tester" in list(at.dataframe[0].value["name"])  # the registry table is re-read
+
+    at.radio(key="agent_form_mode").set_value("Edit an agent").run()
+    at.selectbox(key="agent_form_target").set_value("reviewer").run()
+    field = _form(at, "agent_form_reviewer")
+    assert field("description").value == "Meticulous code reviewer."
+    field("model").input("anthropic:claude-sonnet-4-0")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    assert not at.error, [e.value for e in at.error]
+    text = (seeded / "reviewer.yaml").read_text()
+    assert text.startswith("# Reviews code.\n") and "model: anthropic:claude-sonnet-4-0" in text
+
+
+def test_test_agent_button_calls_the_agent(seeded, openai_fake):
+    at = app("views/agents.py", seeded)
+    at.selectbox(key="test_agent_name").set_value("reviewer").run()
+    at.text_area(key="test_agent_prompt").input("Say hello").run()
+    at.button(key="test_agent_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Model"] == "openai:gpt-4.1-mini"
+    assert at.code and at.code[0].value  # the answer
+
+
+def test_test_agent_button_reports_a_missing_key(seeded):
+    at = app("views/agents.py", seeded)
+    at.selectbox(key="test_agent_name").set_value("reviewer").run()
+    at.button(key="test_agent_button").click().run()
+    (error,) = [e.value for e in at.error]
+    assert "The call failed" in error and "OPENAI_API_KEY" in error
+
+
+def test_configuration_shows_settings_but_never_secrets(seeded, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://proxy.example/anthropic")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://bob:hunter22@llm.local:8000/v1")
+    monkeypatch.setenv("DAGGER_SESSION_TOKEN", "dagger-session-token-xyz")
+    monkeypatch.setenv("PREFECT_API_KEY", "pnu_prefectkey0123456789")
+    monkeypatch.setenv("ORCHESTRA_DB_URL", "postgresql://orch:pg-pass-123@127.0.0.1:1/orchestra")
+    at = app("views/configuration.py")
+    assert [s.value for s in at.subheader][:1] == ["Providers"]
+    providers = at.table[0].value.set_index("Provider")
+    assert providers.loc["openai", "API key"] == "set" and providers.loc["anthropic", "API key"] == "not set"
+    assert providers.loc["openai", "Source"] == "environment (OPENAI_API_KEY)"
+    assert providers.loc["anthropic", "Endpoint"] == "https://proxy.example/anthropic"
+    everything = texts(at) + repr([f.to_dict() for f in frames(at)])
+    for secret in (SECRET, "sk-proj", "hunter22", "dagger-session-token-xyz", "pnu_prefectkey", "pg-pass-123"):
+        assert secret not in everything, secret
+    general = at.table[1].value.set_index("Setting")
+    assert general.loc["ledger", "Value"] == "postgresql+psycopg2://orch:***@127.0.0.1:1/orchestra"
+    assert general.loc["ledger schema", "Value"].startswith("unreachable")
+    assert any("No Prefect server is running" in i.value or "No Prefect API" in i.value for i in at.info)
+    blocks = at.table[-1].value
+    assert set(blocks["Slug"]) >= {"orchestra-provider-credentials", "orchestra-dagger-engine"}
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+class _Tab:
+    """A minimal DevTools-protocol client for one Chromium tab."""
+
+    def __init__(self, ws):
+        self.ws, self.n = ws, 0
+
+    async def call(self, method: str, **params):
+        self.n += 1
+        my = self.n
+        await self.ws.send(json.dumps({"id": my, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg.get("id") == my:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    async def js(self, expression: str):
+        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return r.get("result", {}).get("value")
+
+    async def load(self, url: str, wants: list[str], charts: int, timeout: float = 45.0) -> str:
+        """Open ``url`` and wait until every text in ``wants`` is shown, ``charts`` plotly
+        charts are drawn and the app has finished running; returns the page's text."""
+        await self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            state = await self.js(
+                "(() => ({text: document.body ? document.body.innerText : '',"
+                " charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,"
+                " running: !!document.querySelector('[data-testid=\"stStatusWidget\"]')}))()")
+            text = (state or {}).get("text", "")
+            if (state and all(w in text for w in wants) and state["charts"] >= charts
+                    and not state["running"]):
+                await asyncio.sleep(1.0)  # let plotly finish its transitions
+                return await self.js("document.body.innerText")
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"{url}: did not show {wants} with {charts} charts; page text:\n{text[:3000]}")
+
+    async def screenshot(self, path: Path) -> None:
+        height = await self.js(
+            "Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+            "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 900)")
+        await self.call("Emulation.setDeviceMetricsOverride", width=1440, height=int(height) + 40,
+                        deviceScaleFactor=1, mobile=False)
+        await asyncio.sleep(0.8)
+        shot = await self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+        await self.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1,
+                        mobile=False)
+
+
+async def _drive(debug_port: int, base: str, shots: Path) -> dict[str, str]:
+    import websockets
+
+    for _ in range(150):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json", timeout=2) as r:
+                tabs = json.load(r)
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    ws_url = next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"]
+    async with websockets.connect(ws_url, max_size=50_000_000) as ws:
+        tab = _Tab(ws)
+        await tab.call("Page.enable")
+        await tab.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1,
+                       mobile=False)
+        pages = {}
+        pages["overview"] = await tab.load(base + "/", ["Latest run:", "code-review", "Costliest workflow:",
+                                                        "nightly-digest", "Recent runs"], charts=1)
+        await tab.screenshot(shots / "overview.png")
+        pages["costs"] = await tab.load(base + "/costs", ["Top model:", "anthropic:claude-sonnet-4-0",
+                                                          "could not be priced", "openai:my-local-llama"],
+                                        charts=4)
+        await tab.screenshot(shots / "costs.png")
+        errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
+                              "[data-testid=\"stAlertContentError\"]').length")
+        assert errors == 0
+        return pages
+
+
+def test_real_browser_overview_and_costs(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (CI installs it: apt-get install chromium)")
+    pytest.importorskip("websockets")
+    db = tmp_path / "ledger.db"
+    store = Store(f"sqlite:///{db}")
+    seed_ledger(store)
+    store.close()
+    shots = Path(os.environ.get("ORCHESTRA_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST", "PREFECT_API", "OPENAI_", "ANTHROPIC_"))}
+    env.update(ORCHESTRA_DB_URL=f"sqlite:///{db}", ORCHESTRA_HOME=str(tmp_path / "home"),
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    port, debug_port = _free_port(), _free_port()
+    log = (tmp_path / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    browser = None
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, server)
+        browser = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+             f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--remote-debugging-port={debug_port}",
+             "--window-size=1440,1000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        pages = asyncio.run(asyncio.wait_for(_drive(debug_port, f"http://127.0.0.1:{port}", shots), 120))
+    finally:
+        for proc in (browser, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        log.close()
+    print(f"screenshots: {shots / 'overview.png'} {shots / 'costs.png'}")
+    for name, text in pages.items():
+        assert "Traceback" not in text and "Error" not in text, (name, text[:2000])
+        assert SECRET not in text
+    assert "All time:" in pages["overview"] and "Success rate" in pages["overview"]
+    assert "By model" in pages["costs"] and "Unpriced calls" in pages["costs"]
+    assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "costs.png").stat().st_size > 20_000
