@@ -59,10 +59,13 @@ validate_workflow; query past runs and spending with list_runs, get_run and cost
 
 class _OneRecord(logging.Formatter):
     """``orchestra mcp: LEVEL logger: message``, secrets masked, no traceback (Prefect logs a
-    failed step's with its error; the message already says what failed)."""
+    failed step with its traceback; the message already says what failed) unless ORCHESTRA_DEBUG."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(f"orchestra mcp: {record.levelname} {record.name}: {record.getMessage()}")
+        text = f"orchestra mcp: {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and os.environ.get("ORCHESTRA_DEBUG"):
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
 
 
 def _stderr_logging() -> None:
@@ -335,12 +338,43 @@ def _claim_stdout():
     return open(protocol_fd, "w", encoding="utf-8", newline="\n", closefd=True)
 
 
+class _PipeLines:
+    """stdin's lines read by the event loop itself (a pipe, non-blocking), so that a signal
+    can end the server while it waits for input: the SDK's default reads in a worker thread
+    that no cancellation interrupts and that the interpreter waits for at exit."""
+
+    def __init__(self, reader: asyncio.StreamReader):
+        self.reader = reader
+
+    @classmethod
+    async def open(cls) -> _PipeLines | None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 26)  # one JSON-RPC message a line
+        pipe = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except (OSError, ValueError):  # stdin is a regular file: the SDK's reader will do
+            pipe.close()
+            return None
+        return cls(reader)
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self.reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8")
+
+
 async def _serve(protocol_out) -> None:
     import signal
 
     from mcp.server.stdio import stdio_server
 
     server = mcp._mcp_server  # what FastMCP.run_stdio_async runs, on our stdout
+    stdin = await _PipeLines.open()
 
     async def stop_on_signal(scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -350,7 +384,7 @@ async def _serve(protocol_out) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(stop_on_signal, tg.cancel_scope)
-        async with stdio_server(stdout=anyio.wrap_file(protocol_out)) as (read, write):
+        async with stdio_server(stdin=stdin, stdout=anyio.wrap_file(protocol_out)) as (read, write):
             await server.run(read, write, server.create_initialization_options())
         tg.cancel_scope.cancel()  # stdin closed: the client is gone
 

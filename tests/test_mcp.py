@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -252,8 +253,10 @@ def test_graph_and_agents(mcp_client):
             assert shown[key] == reviewer_file[key]
 
 
-def test_stdout_is_only_json_rpc_and_the_server_ends_with_stdin(tmp_path, prefect_api):
-    """A raw client: every stdout line is a JSON-RPC message; closing stdin ends the server (exit 0)."""
+@pytest.mark.parametrize("stop", ["close stdin", "SIGTERM"])
+def test_stdout_is_only_json_rpc_and_the_server_stops_cleanly(tmp_path, prefect_api, stop):
+    """A raw client: every stdout line is a JSON-RPC message; the server ends with exit 0 when
+    its stdin closes, and on SIGTERM while it waits for input (how the SDK's client stops it)."""
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "mcp"], cwd=ROOT,
                             env=_server_env(tmp_path, prefect_api, ORCHESTRA_MCP_WARMUP="0"), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -270,8 +273,13 @@ def test_stdout_is_only_json_rpc_and_the_server_ends_with_stdin(tmp_path, prefec
             proc.stdin.write(json.dumps(message) + "\n")
         proc.stdin.flush()
         replies = [json.loads(proc.stdout.readline()) for _ in range(3)]  # nothing but JSON on stdout
-        proc.stdin.close()  # the client is gone: the server ends by itself
-        assert proc.wait(timeout=30) == 0
+        if stop == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            proc.stdin.close()
+        else:
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
         rest, stderr = proc.stdout.read(), proc.stderr.read()
     finally:
         proc.kill()
