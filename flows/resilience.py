@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+import agents
 from agents.base import AgentCallError, AgentConfig, default_model, parse_model
 from agents.breaker import DENY, PROBE, BreakerOpen, Endpoint, breakers, endpoint
 from flows.budget import Budget, BudgetExceeded
@@ -178,8 +179,6 @@ async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout:
     Raises ``AgentCallError`` as call_agent does (the caller records the attempt),
     ``BudgetExceeded`` or an open-breaker error (no request was sent: nothing to record).
     """
-    from agents import call_agent
-
     guard = _guard.get()
     ep = endpoint(model, base_url)
     decision = breakers.check(ep)
@@ -200,8 +199,8 @@ async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout:
     started = time.perf_counter()
     try:
         async with limiter.slot(ep.provider):
-            result = await call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode,
-                                      api_key=api_key, base_url=base_url)
+            result = await agents.call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode,
+                                             api_key=api_key, base_url=base_url)
     except AgentCallError as exc:
         if exc.transient:
             breakers.failure(ep, probe, exc.message)
@@ -245,18 +244,18 @@ async def with_fallbacks(call_one: Callable[[AgentConfig, str], Awaitable[tuple[
                          config: AgentConfig, model: str, step: str) -> tuple[AgentConfig, str, Any, dict]:
     """One step attempt: ``call_one(agent, model)`` for the agent, then for its fallbacks
     in order when needed. Returns (the agent that answered, its model, result, outcome)."""
-    from flows.compile import StepError
-
     guard = _guard.get()
     chain = guard.chain(config, model) if guard is not None and config.fallback else ()
-    if not chain:
+    if not chain:  # the common case: nothing to do but translate our two refusals
         try:
             result, outcome = await call_one(config, model)
         except _CircuitOpen as exc:
-            raise StepError(str(exc), transient=True) from None
+            raise _step_error(str(exc), True) from None
         except BudgetExceeded as exc:
-            raise StepError(str(exc), transient=False) from None
+            raise _step_error(str(exc), False) from None
         return config, model, result, outcome
+    from flows.compile import StepError
+
     failures: list[str] = []
     transient = False
     for i, (agent, agent_model) in enumerate([(config, model), *chain]):

@@ -184,10 +184,33 @@ def test_breaker_opens_fails_fast_fallback_answers_and_half_open_probe_closes_it
     assert "500" in events[0]["payload"]["reason"]
 
 
-def test_breaker_state_is_shared_by_processes_on_one_store(orchestra_env):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request, tmp_path):
+    """A ledger that several workers share: SQLite, and PostgreSQL (what teams run)."""
+    from services.store import Store
+
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{tmp_path / 'shared.db'}")
+        yield store
+        store.close()
+        return
+    from tests.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
+
+    server = postgres_url()
+    if server is None:
+        pytest.skip(f"PostgreSQL unavailable: {postgres_unavailable_reason()}")
+    name = "t_" + uuid.uuid4().hex[:12]
+    store = Store(create_database(server, name))
+    yield store
+    store.close()
+    drop_database(server, name)
+
+
+def test_breaker_state_is_shared_by_processes_on_one_store(shared_store):
     """Two registries on one database behave like two workers: one breaker, each transition written once."""
     from agents.breaker import ALLOW, DENY, PROBE, Breakers, Endpoint
 
+    orchestra_env = shared_store
     ep = Endpoint("openai", "http://shared.example/v1", MINI)
     worker_a = Breakers(threshold=2, cooldown=60, ttl=0, backend=orchestra_env)
     worker_b = Breakers(threshold=2, cooldown=60, ttl=0, backend=orchestra_env)
@@ -454,6 +477,13 @@ def test_a_step_that_fails_for_good_is_kept_with_its_prompt_and_error(orchestra_
           "steps": [{"id": "only", "agent": "a", "prompt": "Look at {{ inputs.x }} with sk-live-abcdefgh12345678"}]}
     report, state = run(wf, {"x": secret_input})
     assert state.is_failed()
+    # `orchestra rerun` can find an inline workflow again: the run row holds it as JSON
+    import json
+
+    from flows.spec import parse_workflow
+
+    ref = orchestra_env.get_run(report["flow_run_id"])["workflow_ref"]
+    assert parse_workflow(json.loads(ref)).model_dump() == parse_workflow(wf).model_dump()
     letters = orchestra_env.list_dead_letters(flow_run_id=report["flow_run_id"])
     assert len(letters) == 1
     letter = letters[0]
