@@ -224,7 +224,6 @@ def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "calls": int(row["calls"] or 0),
         "error": row["error"],
         "model_override": row["model_override"],
-        "workflow_ref": row["workflow_ref"],
         "budget_usd": row["budget_usd"],
     }
 
@@ -675,6 +674,7 @@ class Store(ResilienceStore):
             if row is None:
                 return None
             run = _run_dict(row)
+            run["workflow_ref"] = row["workflow_ref"]  # for `orchestra rerun` (not in list_runs: it may be long)
             calls = [
                 _call_dict(c)
                 for c in conn.execute(

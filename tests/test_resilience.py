@@ -448,7 +448,7 @@ def test_provider_concurrency_limit(orchestra_env, openai_fake, monkeypatch, lim
     report, state = run(wf)
     assert state.is_completed()
     assert max(seen) > 1  # without a limit the four calls overlap
-    orchestra_env.set_limit("openai", concurrency=1, rpm=None)
+    orchestra_env.set_limit("openai", concurrency=1, rpm=600)  # the rpm limit is taken too, never binding here
     openai_fake.reset()
     seen.clear()
     wf["steps"] = [{"id": f"s{i}", "agent": "a", "prompt": uuid.uuid4().hex} for i in range(4)]
