@@ -330,11 +330,14 @@ def failure(exc: BaseException) -> None:
 
 
 def empty_ledger() -> None:
+    from agents.base import default_model
+
     st.info(
         "**The ledger is empty.** Every workflow run and provider call lands here once you run one, "
         "for example:\n\n"
-        "```\norchestra run deployments/workflows/<workflow>.yaml\n```\n"
-        "No API key is needed: agents without a model use `fast-agent:passthrough`.",
+        f"```\norchestra run {dd.example_workflow()}\n```\n"
+        f"Agents without a model use the default model, `{default_model()}`"
+        + (" (no API key needed)." if default_model() == "fast-agent:passthrough" else "."),
         icon=":material/info:",
     )
 

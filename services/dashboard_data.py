@@ -237,6 +237,21 @@ def top_workflow(store: Store) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def example_workflow() -> str:
+    """A shipped workflow to suggest on an empty ledger (a path relative to the repository)."""
+    from services.runtime import REPO_ROOT, workflows_dir
+
+    folder = workflows_dir()
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    preferred = [p for p in files if p.stem == "hello"] or files
+    if not preferred:
+        return "my-workflow.yaml"
+    try:
+        return str(preferred[0].relative_to(REPO_ROOT))
+    except ValueError:
+        return str(preferred[0])
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -606,6 +621,13 @@ def _agent_data(values: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[tu
         items = _split(values.get(f))
         if items:
             data[f] = items
+    # Agent files are committed and shown everywhere: a key pasted into any field is refused.
+    for f, v in data.items():
+        for text in v if isinstance(v, list) else [v]:
+            if isinstance(text, str) and redact(text) != text:
+                hint = " (name a ProviderCredentials block here, not a key)" if f == "credentials" else ""
+                errors.append((f, f"looks like it contains a secret{hint}; agent files must not hold keys"))
+                break
     return name, data, errors
 
 

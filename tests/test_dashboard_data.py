@@ -320,6 +320,8 @@ def test_save_agent_creates_a_valid_file(agents_folder):
     ({"name": "bad", "fallback": ["bad"]}, "agent"),
     ({"name": "../escape"}, "name"),
     ({"name": ""}, "name"),
+    ({"name": "bad", "credentials": SECRET}, "credentials"),
+    ({"name": "bad", "instruction": f"Use api_key={SECRET} when asked"}, "instruction"),
 ])
 def test_save_agent_rejects_bad_values_naming_the_field(agents_folder, values, field):
     before = sorted(p.name for p in agents_folder.iterdir())
@@ -329,6 +331,7 @@ def test_save_agent_rejects_bad_values_naming_the_field(agents_folder, values, f
     assert str(e.value).startswith(field) or f"; {field}:" in str(e.value)
     assert sorted(p.name for p in agents_folder.iterdir()) == before  # nothing written
     assert not (agents_folder.parent / "escape.yaml").exists()
+    assert SECRET not in str(e.value)
 
 
 def test_save_agent_edit_keeps_header_and_refuses_accidental_overwrite(agents_folder):
@@ -495,6 +498,13 @@ def test_block_type_slugs_match_the_block_classes():
     slugs = {cls.get_block_type_slug() for cls in (blocks.ProviderCredentials, blocks.FastAgentSettings,
                                                    blocks.DaggerEngine, blocks.OrchestraStore)}
     assert slugs == set(dd.ORCHESTRA_BLOCK_TYPES)
+
+
+def test_example_workflow_is_a_shipped_file():
+    from services.runtime import REPO_ROOT
+
+    path = dd.example_workflow()
+    assert path.startswith("deployments/workflows/") and (REPO_ROOT / path).is_file()
 
 
 def test_ledger_key_follows_the_environment(monkeypatch, tmp_path):

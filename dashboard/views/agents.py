@@ -35,7 +35,7 @@ if agents:
         optional.append("file")
     ui.table(agents, ["name", "description", "model", "capabilities", *optional],
              column_config={"name": st.column_config.TextColumn("Agent"),
-                            "description": st.column_config.TextColumn("Description", width="large"),
+                            "description": st.column_config.TextColumn("Description", width="medium"),
                             "capabilities": st.column_config.TextColumn("Capabilities", width="medium"),
                             "fallback": st.column_config.TextColumn("Falls back to"),
                             "credentials": st.column_config.TextColumn("Credentials block"),
@@ -148,12 +148,11 @@ result = st.session_state.get("test_agent_result")
 if result and result[0] == test_name:
     out = result[1]
     if out["ok"]:
-        m = st.columns(4)
-        m[0].metric("Model", out["model"], border=True)
-        m[1].metric("Latency", f"{out['latency_ms']:,.0f} ms", border=True)
-        m[2].metric("Tokens in / out", f"{out['input_tokens']} / {out['output_tokens']}", border=True)
-        m[3].metric("Cost", ui.money(out["cost_usd"]) + ("" if out["priced"] else " (unpriced)"), border=True)
-        st.markdown("**Answer**")
+        st.markdown(f"**Answer** from `{out['model']}`")
+        m = st.columns(3)
+        m[0].metric("Latency", f"{out['latency_ms']:,.0f} ms", border=True)
+        m[1].metric("Tokens in / out", f"{out['input_tokens']:,} / {out['output_tokens']:,}", border=True)
+        m[2].metric("Cost", ui.money(out["cost_usd"]) + ("" if out["priced"] else " (unpriced)"), border=True)
         st.code(out["output"], language=None, wrap_lines=True)
         st.caption("Test calls are not recorded in the ledger.")
     else:
