@@ -34,7 +34,7 @@ by_id = {r["flow_run_id"]: r for r in rows}
 
 # The table selection picks the run; the select box does too (and works without a mouse).
 run_id = st.selectbox(
-    "Run", ids, index=selected_rows[0] if selected_rows else 0,
+    "Run", ids, index=selected_rows[0] if selected_rows and selected_rows[0] < len(ids) else 0,
     format_func=lambda i: f"{by_id[i]['workflow']} · {by_id[i]['state']} · "
                           f"{by_id[i]['started']:%Y-%m-%d %H:%M:%S} UTC · {i}",
 )
