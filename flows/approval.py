@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import math
 import os
+
+import anyio
 from typing import Any
 from uuid import UUID
 
 from prefect.input import RunInput
 
 from flows import templates
+
+
+PAUSE_GRACE = 60  # seconds the server keeps a pause open after our own deadline
 
 
 class ApprovalInput(RunInput):
@@ -81,9 +86,13 @@ async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
     form = ApprovalInput.with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
     timeout = spec.timeout
     try:
-        answer = await apause_flow_run(wait_for_input=form, timeout=int(math.ceil(timeout)),
-                                       poll_interval=_poll(), key=f"approval-{step.id}")
-    except FlowPauseTimeout:
+        # Our deadline, not Prefect's: once a pause expires on the server, the run can only
+        # go to a Failed state of the server's making, and this step's reason would be lost.
+        with anyio.fail_after(timeout):
+            answer = await apause_flow_run(wait_for_input=form, timeout=int(math.ceil(timeout)) + PAUSE_GRACE,
+                                           poll_interval=_poll(), key=f"approval-{step.id}")
+    except (TimeoutError, FlowPauseTimeout):
+        await _back_to_running()
         raise StepError(f"step '{step.id}': approval timed out after {timeout:g} s (nobody approved: {message})") from None
     if not answer.approved:
         raise StepError(f"step '{step.id}': rejected by the approver: {answer.reason or 'no reason given'}")
@@ -95,6 +104,22 @@ async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
     outputs[step.id] = {"output": report.output}
     _notify(step.id, "COMPLETED", report.as_dict())
     return True
+
+
+async def _back_to_running() -> None:
+    """Leave the pause (nobody answered) so that the run ends in its own Failed state."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    try:
+        async with get_client() as client:
+            await client.set_flow_run_state(ctx.flow_run.id, Running(), force=True)
+    except Exception:  # the server's pause timeout will end the run instead
+        pass
 
 
 async def answer(flow_run_id: str, *, approved: bool, reason: str = "") -> None:

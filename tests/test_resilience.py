@@ -500,3 +500,18 @@ def test_local_rate_limit_is_a_token_bucket():
     bucket = _Bucket(rpm=2)
     assert bucket.wait_time() == 0 and bucket.wait_time() == 0  # a burst of `rpm`
     assert 0 < bucket.wait_time() <= 30.0  # then one token every 60/rpm seconds
+
+
+# ---------------------------------------------------------------------------
+# approvals (approve and reject against `prefect server start`: tests/test_resilience_cli.py)
+
+
+def test_an_approval_nobody_answers_times_out_and_fails_the_run(orchestra_env, monkeypatch):
+    monkeypatch.setenv("ORCHESTRA_APPROVAL_POLL", "0.2")
+    wf = {"name": "unanswered", "steps": [{"id": "gate", "approval": {"message": "Ship?", "timeout": 1}},
+                                          {"id": "after", "depends_on": ["gate"], "prompt": "shipped"}]}
+    report, state = run(wf)
+    assert state.is_failed()
+    assert "approval timed out after 1 s" in report["steps"]["gate"]["error"]
+    assert report["steps"]["after"]["state"] == "NOT_READY"
+    assert orchestra_env.get_run(report["flow_run_id"])["state"] == "FAILED"
