@@ -382,7 +382,8 @@ def dashboard(port: int = typer.Option(8501, "--port")) -> None:
 
     app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
-                                "--server.port", str(port), "--server.headless", "true"]))
+                                "--server.port", str(port), "--server.headless", "true",
+                                "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]))
 
 
 @app.command("mcp")
