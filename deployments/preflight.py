@@ -66,8 +66,11 @@ def check(pool: str, create_pool: bool, timeout: float) -> str:
             if not create_pool:
                 raise Problem(f"work pool '{pool}' does not exist on {url}; create it with "
                               f"`prefect work-pool create {pool} --type process` or run this with --create-pool")
-            made = http.post("/work_pools/", json={"name": pool, "type": "process",
-                                                    "description": "Orchestra workflow runs"})
+            from prefect.workers.process import ProcessWorker
+
+            made = http.post("/work_pools/", json={  # as `prefect work-pool create POOL --type process`
+                "name": pool, "type": "process", "description": "Orchestra workflow runs",
+                "base_job_template": ProcessWorker.get_default_base_job_template()})
             if made.status_code >= 400:
                 raise Problem(f"could not create work pool '{pool}' on {url}: HTTP {made.status_code}")
             return f"created work pool '{pool}' (process) on {url}"
