@@ -79,10 +79,14 @@ async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
         message = templates.render(spec.message, context)
     except templates.TemplateError as exc:
         raise StepError(f"step '{step.id}': approval.message: {exc}") from None
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else "<flow run id>"
     logger = get_run_logger()
-    logger.warning("step %s waits for approval: %s (approve in the Prefect UI or with "
-                   "`orchestra approve <flow run id>`)", step.id, message)
-    _notify(step.id, "PAUSED", {"message": message})
+    logger.warning("step %s waits for approval: %s -- approve in the Prefect UI or with `orchestra approve %s` "
+                   "(or `--reject --reason ...`)", step.id, message, run_id)
+    _notify(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
     form = ApprovalInput.with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
     timeout = spec.timeout
     try:
