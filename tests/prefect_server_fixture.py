@@ -29,6 +29,10 @@ import pytest
 
 from tests.prefect_stack import WORKER_LIMIT, PgStack, Stack, start_stack
 
+# The worker and its flow runs retry a 503 (SQLite's "database is locked") 10 times,
+# not Prefect's default 5: with the default, a burst can crash a run (docs/scaling.md).
+RETRIES = {"PREFECT_CLIENT_MAX_RETRIES": "10"}
+
 
 def _cleanup(home: Path) -> None:
     if os.environ.get("ORCHESTRA_KEEP_SERVER_HOME"):
@@ -40,7 +44,7 @@ def _cleanup(home: Path) -> None:
 @pytest.fixture(scope="session")
 def prefect_stack() -> Stack:
     home = Path(tempfile.mkdtemp(prefix="orchestra-server-mode-"))
-    stack = start_stack(home, worker_limit=WORKER_LIMIT)
+    stack = start_stack(home, worker_limit=WORKER_LIMIT, worker_env=RETRIES)
     try:
         yield stack
     finally:
@@ -61,7 +65,8 @@ def pg_stack() -> PgStack:
     home = Path(tempfile.mkdtemp(prefix="orchestra-pg-stack-"))
     try:
         stack = start_stack(home, server_env={"PREFECT_API_DATABASE_CONNECTION_URL": prefect_db},
-                            ledger_url=ledger_db, deployments=("code-review",), worker_limit=WORKER_LIMIT)
+                            ledger_url=ledger_db, deployments=("code-review",), worker_limit=WORKER_LIMIT,
+                            worker_env=RETRIES)
     except BaseException:
         _cleanup(home)
         raise

@@ -165,10 +165,12 @@ class Proc:
 
 class _RetryingTransport(httpx.HTTPTransport):
     """Retry what Prefect's own client retries: 429/502/503 (a SQLite-backed server
-    answers 503 when its database is locked) and a connection the server closed
-    (keep-alive), with jittered exponential pauses. Counts the retries."""
+    answers 503 when its database is locked), a connection the server closed
+    (keep-alive) and a read timeout (a SQLite-backed server can hold a request for
+    its 60 s busy timeout), with jittered exponential pauses. Counts the retries.
+    POSTs that create runs carry an idempotency key, so a retry never duplicates."""
 
-    ERRORS = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+    ERRORS = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadTimeout)
 
     def __init__(self, codes: set[int], attempts: int = 10):
         super().__init__()
@@ -201,7 +203,8 @@ class Api:
     def __init__(self, url: str):
         self.url = url.rstrip("/")
         self.transport = _RetryingTransport(self.RETRY)
-        self.http = httpx.Client(base_url=self.url, timeout=60, transport=self.transport)
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(90.0, connect=10.0),
+                                 transport=self.transport)
 
     @property
     def retries(self) -> Counter:

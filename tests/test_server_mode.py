@@ -377,7 +377,29 @@ def test_preflight_names_the_server_and_the_pool(prefect_stack: Stack, capsys):
     assert code == 2 and down in out and "not reachable" in out
     code, out = _in_process(preflight.main, ["--pool", "nope"], prefect_stack.server.url, capsys)
     assert code == 2 and "work pool 'nope' does not exist" in out
+    code, out = _in_process(preflight.main, ["--pool", "made-by-preflight", "--create-pool"],
+                            prefect_stack.server.url, capsys)
+    assert code == 0 and "created work pool 'made-by-preflight'" in out
+    made = prefect_stack.api.http.get("/work_pools/made-by-preflight").json()
+    assert made["type"] == "process" and "job_configuration" in made["base_job_template"]
     code, out = _in_process(preflight.main, [], None, capsys)
     assert code == 2 and "PREFECT_API_URL is not set" in out
     code, out = _in_process(preflight.main, [], f"http://ci:hunter2secret@127.0.0.1:{free_port()}/api", capsys)
     assert code == 2 and "not reachable" in out and "hunter2secret" not in out
+
+
+def test_deploy_as_ci_does_records_the_workers_checkout(prefect_stack: Stack):
+    """What .github/workflows/deploy.yml runs: preflight, then `prefect deploy` with
+    ORCHESTRA_REPO naming the workers' checkout, which the pull step then uses."""
+    from tests.prefect_stack import deploy, prefect_cli
+
+    api = prefect_stack.api
+    try:
+        prefect_cli(prefect_stack.server, "--no-prompt", "deploy", "-n", "hello",
+                    env={"ORCHESTRA_REPO": "/srv/orchestra"})
+        assert api.deployment("hello")["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "/srv/orchestra"}}]
+    finally:
+        deploy(prefect_stack.server, "hello")  # back to this checkout, for any later test
+    assert api.deployment("hello")["pull_steps"][0]["prefect.deployments.steps.set_working_directory"] == {
+        "directory": str(ROOT)}
