@@ -8,8 +8,9 @@ wire fake at a fixed latency, and process workers. Then it submits N runs of
 the summary) with `model: openai:gpt-4.1-mini` against the fake, no result
 cache, a different `code` input per run, and waits for all of them.
 
-    python bench/load.py                          # 20 runs, 200 ms fake latency, 1 worker
-    python bench/load.py --runs 40 --workers 2
+    python bench/load.py                          # 20 runs, 200 ms fake latency, 1 worker, SQLite
+    python bench/load.py --database postgres --limit 4   # as tests/test_load.py runs it
+    python bench/load.py --runs 40 --workers 2 --limit 4
     python bench/load.py --api http://127.0.0.1:4200/api   # a server of yours: its deployment
                                                   # run_workflow/code-review and its workers
                                                   # (they need OPENAI_BASE_URL/OPENAI_API_KEY)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api", help="use this Prefect server (its deployment and workers) instead of starting one")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--keep", action="store_true", help="keep the stack's folder (server, worker and fake logs)")
     args = p.parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -178,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             result["provider_requests"] = _fake_requests(stack)
         finally:
             stack.stop()
+            if args.keep:
+                print(f"logs kept in {home}", file=sys.stderr)
+            else:
+                shutil.rmtree(home, ignore_errors=True)
     if args.json:
         print(json.dumps({**setup, **result}, indent=2))
     elif result["run_messages"]:
