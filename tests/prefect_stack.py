@@ -87,9 +87,11 @@ def _alive(pid: int) -> bool:
 
 
 def clean_env(**extra: str | None) -> dict[str, str]:
-    """os.environ without pytest's and Prefect-client variables, plus `extra` (None removes)."""
+    """os.environ without pytest's, Prefect-client and ORCHESTRA_REPO variables, plus
+    `extra` (None removes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    for var in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
+    for var in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILE",
+                "ORCHESTRA_REPO"):
         env.pop(var, None)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env["PYTHONUNBUFFERED"] = "1"
