@@ -169,18 +169,21 @@ class _LiveTable:
 def _print_report(report: dict) -> None:
     from rich.table import Table
 
+    from rich import box
+
     color = "green" if report["state"] == "COMPLETED" else "red"
-    table = Table(title=f"{report['workflow']} — [{color}]{report['state']}[/{color}]", title_justify="left")
-    table.add_column("step", overflow="fold")
-    table.add_column("state")
-    table.add_column("agent · model", overflow="fold")
-    for col in ("tries", "tokens in/out", "cost $", "s"):
+    table = Table(title=f"{report['workflow']} — [{color}]{report['state']}[/{color}]", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("agent / model", overflow="fold", min_width=22)
+    for col in ("tries", "tokens", "cost $", "s"):
         table.add_column(col, justify="right", no_wrap=True)
     for sid, s in report["steps"].items():
         st = s["state"] if not s.get("cached") else "CACHED"
         scolor = {"COMPLETED": "green", "CACHED": "cyan", "FAILED": "red"}.get(st, "dim")
-        who = " · ".join(x for x in (s.get("agent"), s.get("model")) if x)
-        table.add_row(sid, f"[{scolor}]{st}[/{scolor}]", escape(who), str(s["attempts"]),
+        who = escape(s.get("agent") or "") + (f"\n[dim]{escape(s['model'])}[/dim]" if s.get("model") else "")
+        table.add_row(sid, f"[{scolor}]{st}[/{scolor}]", who, str(s["attempts"]),
                       f"{s['input_tokens']}/{s['output_tokens']}", f"{s['cost_usd']:.6f}", f"{s['duration_s']:.2f}")
     out.print(table)
     for sid, s in report["steps"].items():
