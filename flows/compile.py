@@ -418,7 +418,10 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, model: str | None = N
         store.finish_run(flow_run_id=flow_run_id, state=state, ended=datetime.now(timezone.utc), error=error)
     emit_event(
         event="orchestra.run.finished",
-        resource={"prefect.resource.id": f"orchestra.workflow.{wf.name}", "prefect.resource.name": wf.name},
+        # Prefect's triggers compare labels as strings: a fixed-width cost label lets an
+        # automation match "cost above a threshold" (deployments/automations/cost-alert.yaml).
+        resource={"prefect.resource.id": f"orchestra.workflow.{wf.name}", "prefect.resource.name": wf.name,
+                  "orchestra.cost-usd": f"{max(report['cost_usd'], 0.0):013.6f}"},
         payload={k: report[k] for k in ("state", "duration_s", "cost_usd", "input_tokens", "output_tokens")}
         | {"steps": len(reports), "failed_steps": failed, "calls": sum(not c["cached"] for c in run.calls)},
     )

@@ -105,8 +105,12 @@ def _execute(wf, workflow_ref: str | dict, values: dict, model: str | None, no_c
              budget: float | None = None) -> dict:
     from services import runner  # shared with `orchestra mcp`
 
+    from services.prefect_server import UnreachableServer
+
     try:
         runner.ensure_prefect(echo=lambda m: err.print(f"[dim]{m}[/dim]"))
+    except UnreachableServer as exc:
+        raise _fail(str(exc), 2) from None
     except RuntimeError as exc:
         raise _fail(f"Prefect: {exc}", 1) from None
     from flows.approval import no_server_problem

@@ -27,6 +27,10 @@ import httpx
 from services.runtime import orchestra_home
 
 STATE_FILE = "prefect-server.json"
+
+
+class UnreachableServer(RuntimeError):
+    """The configured Prefect API does not answer: a setting the user can fix."""
 DEFAULT_PORT = 4200
 
 
@@ -84,6 +88,13 @@ def _lock():
 def ensure(echo=None, timeout: float = 180.0) -> str | None:
     """Point this process at a Prefect API; returns its URL, or None for ephemeral mode."""
     if os.environ.get("PREFECT_API_URL"):
+        url = os.environ["PREFECT_API_URL"].rstrip("/")
+        if not any(_healthy(url, timeout=3.0) for _ in range(2)):
+            from services.redact import redact_url
+
+            raise UnreachableServer(
+                f"PREFECT_API_URL={redact_url(url)} does not answer (GET /health): start that server, "
+                "or unset PREFECT_API_URL to use Orchestra's local Prefect server")
         return os.environ["PREFECT_API_URL"]
     if os.environ.get("ORCHESTRA_PREFECT", "local") == "ephemeral":
         return None

@@ -128,3 +128,10 @@ def test_agents_commands(cli):
     tested = cli("agents", "test", "reviewer", "--prompt", "ping-123")
     assert tested.returncode == 0 and "ping-123" in tested.stdout
     assert "fast-agent:passthrough" in tested.stderr
+
+
+def test_unreachable_prefect_server_exits_2_naming_the_setting(cli):
+    proc = cli("run", str(WORKFLOWS / "hello.yaml"), PREFECT_API_URL="http://user:hunter2@127.0.0.1:9/api")
+    assert_clean_error(proc, 2, "PREFECT_API_URL=", "does not answer")
+    assert "hunter2" not in proc.stderr
+    assert json.loads(cli("runs", "--json").stdout) == []
