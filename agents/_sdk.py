@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
 from types import ModuleType
@@ -44,6 +45,14 @@ async def _close_at_shutdown(clients: _LoopClients) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):
                 await client.close()
         clients.clear()
+
+
+def client_key(provider: str, url_var: str, key_var: str, api_key: str | None, base_url: str | None) -> tuple:
+    """Which cached client serves a call: explicit credentials (a ProviderCredentials
+    block) are never mixed with the SDK's environment variables."""
+    if api_key:
+        return (provider, base_url, api_key)
+    return (provider, os.environ.get(url_var), os.environ.get(key_var))
 
 
 async def cached_client(key: Hashable, make: Callable[[], Any]) -> Any:

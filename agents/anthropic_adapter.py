@@ -11,13 +11,12 @@ the system prompt.
 
 from __future__ import annotations
 
-import os
 import time
 
 import anthropic
 
 from . import pricing
-from ._sdk import cached_client, map_error, missing_key
+from ._sdk import cached_client, client_key, map_error, missing_key
 from .base import AgentConfig, AgentResult
 
 PROVIDER = "anthropic"
@@ -53,10 +52,7 @@ async def call(
     base_url: str | None = None,
 ) -> AgentResult:
     """One Messages request of ``prompt`` to ``name`` (``model`` is "anthropic:<name>")."""
-    if api_key:  # explicit credentials (a ProviderCredentials block): never mixed with the env
-        key = (PROVIDER, base_url, api_key)
-    else:
-        key = (PROVIDER, os.environ.get("ANTHROPIC_BASE_URL"), os.environ.get(KEY_VAR))
+    key = client_key(PROVIDER, "ANTHROPIC_BASE_URL", KEY_VAR, api_key, base_url)
     client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     kwargs: dict = {

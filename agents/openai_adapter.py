@@ -15,13 +15,12 @@ another process, 64 calls in flight, 2000-3000 calls, Python 3.11, on a shared
 
 from __future__ import annotations
 
-import os
 import time
 
 import openai
 
 from . import pricing
-from ._sdk import cached_client, map_error, missing_key
+from ._sdk import cached_client, client_key, map_error, missing_key
 from .base import AgentConfig, AgentResult
 
 PROVIDER = "openai"
@@ -51,10 +50,7 @@ async def call(
     base_url: str | None = None,
 ) -> AgentResult:
     """One Chat Completions request of ``prompt`` to ``name`` (``model`` is "openai:<name>")."""
-    if api_key:  # explicit credentials (a ProviderCredentials block): never mixed with the env
-        key = (PROVIDER, base_url, api_key)
-    else:
-        key = (PROVIDER, os.environ.get("OPENAI_BASE_URL"), os.environ.get(KEY_VAR))
+    key = client_key(PROVIDER, "OPENAI_BASE_URL", KEY_VAR, api_key, base_url)
     client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     messages = [{"role": "user", "content": prompt}]
