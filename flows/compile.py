@@ -35,7 +35,8 @@ from agents.base import AgentCallError, AgentConfig, AgentResult, default_model,
 from flows import approval, resilience, templates
 from flows.spec import RouteSpec, Step, Workflow, WorkflowError, coerce_inputs, load_workflow, parse_workflow
 
-__all__ = ["run_workflow", "execute", "resolve_workflow", "StepError", "add_listener", "remove_listener"]
+__all__ = ["run_workflow", "execute", "final_report", "resolve_workflow", "StepError", "add_listener",
+           "remove_listener"]
 
 
 class StepError(Exception):
@@ -68,6 +69,28 @@ def _notify(step_id: str, state: str, info: dict | None = None) -> None:
             fn(step_id, state, info or {})
         except Exception:  # a broken listener must never break a run
             pass
+
+
+# ---------------------------------------------------------------------------
+# the report of a run, for callers in this process
+
+# The flow returns its report as its result, but does not persist it: when Prefect
+# adopts the server's copy of the final state (it can under load), that copy carries
+# no data. The report is kept here too, by flow-run id, until a caller reads it.
+_reports: dict[str, dict] = {}
+
+
+async def final_report(state: State) -> Any:
+    """The report (or the exception) of a finished `run_workflow` flow run of this process."""
+    from prefect.exceptions import MissingResult
+
+    kept = _reports.pop(str(state.state_details.flow_run_id), None)
+    try:
+        return await state.result(raise_on_failure=False)
+    except MissingResult:
+        if kept is None:
+            raise
+        return kept
 
 
 # ---------------------------------------------------------------------------
@@ -426,6 +449,7 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, model: str | None = N
         | {"steps": len(reports), "failed_steps": failed, "calls": sum(not c["cached"] for c in run.calls)},
     )
     await _cost_artifact(wf, report)
+    _reports[flow_run_id] = report
     if failed:
         logger.error("%s failed: %s", wf.name, error)
         return Failed(message=f"{len(failed)} step(s) failed: {error}", data=report)

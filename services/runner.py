@@ -141,7 +141,7 @@ async def run(wf: Workflow, workflow_ref: str | dict[str, Any], values: dict[str
     finally:
         if listener:
             engine.remove_listener(listener)
-    data = await state.result(raise_on_failure=False)
+    data = await engine.final_report(state)
     if isinstance(data, dict) and "steps" in data:
         return data
     message = str(data) if isinstance(data, BaseException) else (state.message or state.name)

@@ -14,11 +14,11 @@ WORKFLOWS = ROOT / "deployments" / "workflows"
 
 def run(workflow, inputs=None, **kwargs) -> tuple[dict, object]:
     """Run the generic flow; return (report, final flow-run state)."""
-    from flows.compile import run_workflow
+    from flows.compile import final_report, run_workflow
 
     async def main():
         state = await run_workflow(workflow=workflow, inputs=inputs or {}, return_state=True, **kwargs)
-        return await state.result(raise_on_failure=False), state
+        return await final_report(state), state
 
     return asyncio.run(main())
 

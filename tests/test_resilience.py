@@ -22,11 +22,11 @@ CLAUDE = "anthropic:claude-sonnet-4-0"
 
 
 def run(workflow, inputs=None, **kwargs):
-    from flows.compile import run_workflow
+    from flows.compile import final_report, run_workflow
 
     async def main():
         state = await run_workflow(workflow=workflow, inputs=inputs or {}, return_state=True, **kwargs)
-        return await state.result(raise_on_failure=False), state
+        return await final_report(state), state
 
     return asyncio.run(main())
 
@@ -71,7 +71,7 @@ def test_30_percent_injected_faults_20_code_review_runs_all_complete(orchestra_e
         step["timeout"] = 1  # a slow reply (3 s) is a timeout, and a transient failure
 
     async def all_runs():
-        from flows.compile import run_workflow
+        from flows.compile import final_report, run_workflow
 
         gate = asyncio.Semaphore(2)  # two at a time: the box has two cores
 
@@ -79,7 +79,7 @@ def test_30_percent_injected_faults_20_code_review_runs_all_complete(orchestra_e
             async with gate:
                 state = await run_workflow(workflow=wf, inputs={"code": f"def f{i}(): return {uuid.uuid4().int}"},
                                            return_state=True)
-                return await state.result(raise_on_failure=False), state
+                return await final_report(state), state
 
         return await asyncio.gather(*(one(i) for i in range(20)))
 
