@@ -28,7 +28,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.states import Completed, Failed, State
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
 from agents.base import AgentCallError, AgentConfig, AgentResult, default_model, parse_model
