@@ -6,16 +6,16 @@ Nothing here imports an LLM SDK, Prefect, Streamlit or SQL code.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.redact import redact  # one redactor for the whole project
+
 PROVIDERS = ("openai", "anthropic", "fast-agent")
 DEFAULT_MODEL = "fast-agent:passthrough"
 
-_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
 class AgentConfig(BaseModel):
@@ -151,22 +151,3 @@ def check_fallback_names(names: list[str]) -> list[str]:
 def default_model() -> str:
     """``$ORCHESTRA_DEFAULT_MODEL``, else ``fast-agent:passthrough``."""
     return os.environ.get("ORCHESTRA_DEFAULT_MODEL") or DEFAULT_MODEL
-
-
-_SECRET = re.compile(
-    r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{6,}"  # OpenAI / Anthropic style keys
-    r"|(?P<label>(?i:bearer)\s+|(?i:api[_-]?key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{4,}"
-)
-
-
-def _hide(match: re.Match) -> str:
-    return (match.group("label") or "") + "[REDACTED]"
-
-
-def redact(text: str) -> str:
-    """``text`` with anything that looks like an API key replaced by ``[REDACTED]``."""
-    for var in _KEY_VARS:
-        key = os.environ.get(var)
-        if key and len(key) >= 4 and key in text:
-            text = text.replace(key, "[REDACTED]")
-    return _SECRET.sub(_hide, text)

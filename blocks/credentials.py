@@ -225,8 +225,8 @@ def _resolve(provider: str, block_name: str | None, api_url: str | None):
             raise MissingCredentials(
                 f"No {provider} API key: the agent names credentials block {block_name!r},"
                 f" but no {_BLOCK_TYPE} block with that name exists on the Prefect server."
-                f" Create it (ProviderCredentials(api_key=..., provider={provider!r})"
-                f".save({block_name!r})), or remove `credentials: {block_name}` from the"
+                f" Create it (a ProviderCredentials block for provider {provider!r} with your key,"
+                f" saved as {block_name!r}), or remove `credentials: {block_name}` from the"
                 f" agent to use {key_var} or the block {default!r}."
             )
         if isinstance(found, _Unreadable):
