@@ -383,12 +383,24 @@ def server_stop() -> None:
 
 
 @app.command()
-def dashboard(port: int = typer.Option(8501, "--port")) -> None:
-    """Open the Streamlit dashboard (streamlit run dashboard/app.py)."""
+def dashboard(
+    port: int = typer.Option(8501, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only until login lands)"),
+) -> None:
+    """Open the Streamlit dashboard (streamlit run dashboard/app.py) on 127.0.0.1."""
+    import ipaddress
     import subprocess
 
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _fail(f"--host {host}: the dashboard has no login yet and can edit agents, "
+                    "so it only listens on a loopback address (127.0.0.1, ::1, localhost)")
     app_path = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
+                                "--server.address", host,
                                 "--server.port", str(port), "--server.headless", "true",
                                 "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]))
 

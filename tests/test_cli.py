@@ -135,3 +135,48 @@ def test_unreachable_prefect_server_exits_2_naming_the_setting(cli):
     assert_clean_error(proc, 2, "PREFECT_API_URL=", "does not answer")
     assert "hunter2" not in proc.stderr
     assert json.loads(cli("runs", "--json").stdout) == []
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp{,6} show them) of sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(addr)
+    return found
+
+
+def test_dashboard_refuses_a_non_loopback_host():
+    proc = subprocess.run([*ORCHESTRA, "dashboard", "--host", "0.0.0.0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert_clean_error(proc, 2, "--host 0.0.0.0", "loopback")
+
+
+def test_dashboard_listens_on_loopback_by_default(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ORCHESTRA_HOME": str(tmp_path)}
+    proc = subprocess.Popen([*ORCHESTRA, "dashboard", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not _listening(port) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        addresses = _listening(port)
+        assert addresses, "the dashboard never listened"
+        # 0100007F is 127.0.0.1 in /proc's byte order; 0.0.0.0 would be 00000000
+        assert set(addresses) == {"0100007F"}, addresses
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
