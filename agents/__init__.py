@@ -1,8 +1,14 @@
-"""Agents: definitions, the registry (``agents/*.yaml``), one adapter per provider, pricing.
+"""Agents: who answers a step and what it costs.
 
-``call_agent`` is the one entry point for a call. Importing this package imports no
-LLM SDK: each adapter (and its SDK) is imported the first time its provider is called;
-fast-agent, which takes seconds to import, only when a ``fast-agent:`` model is called.
+Owns: agent definitions and the file registry (``agents/*.yaml``), the provider
+table (``agents.providers``: one ``ProviderSpec`` per provider), one adapter per
+provider behind ``call_agent``, pricing (genai-prices), circuit breakers and
+capability routing.
+
+Never: imports Prefect, SQL, the engine or the app layer; reads a setting other than
+through ``core.settings``. Importing this package imports no LLM SDK: each adapter
+(and its SDK) is imported the first time its provider is called; fast-agent, which
+takes seconds to import, only when a ``fast-agent:`` model is called.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from .base import (
     default_model,
     parse_model,
 )
+from .providers import spec
 from .registry import load_registry
 
 __all__ = [
@@ -30,18 +37,13 @@ __all__ = [
     "parse_model",
 ]
 
-_ADAPTER_MODULES = {
-    "openai": "agents.openai_adapter",
-    "anthropic": "agents.anthropic_adapter",
-    "fast-agent": "agents.fastagent_adapter",
-}
 _adapters: dict[str, object] = {}
 
 
 def _adapter(provider: str):
     adapter = _adapters.get(provider)
     if adapter is None:
-        adapter = _adapters[provider] = importlib.import_module(_ADAPTER_MODULES[provider])
+        adapter = _adapters[provider] = importlib.import_module(spec(provider).adapter)
     return adapter
 
 
@@ -75,7 +77,7 @@ async def call_agent(
             model=str(model),
             transient=False,
         ) from None
-    credentials = {"api_key": api_key, "base_url": base_url} if api_key and provider != "fast-agent" else {}
+    credentials = {"api_key": api_key, "base_url": base_url} if api_key and spec(provider).key_var else {}
     return await _adapter(provider).call(
         agent, prompt, model=model, name=name, timeout=timeout, json_mode=json_mode, **credentials
     )

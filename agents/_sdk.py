@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from .base import AgentCallError
+from .providers import ProviderSpec
 
 # ---- one client per (running event loop, key) ---------------------------------------
 #
@@ -47,12 +48,12 @@ async def _close_at_shutdown(clients: _LoopClients) -> AsyncIterator[None]:
         clients.clear()
 
 
-def client_key(provider: str, url_var: str, key_var: str, api_key: str | None, base_url: str | None) -> tuple:
+def client_key(spec: ProviderSpec, api_key: str | None, base_url: str | None) -> tuple:
     """Which cached client serves a call: explicit credentials (a ProviderCredentials
     block) are never mixed with the SDK's environment variables."""
     if api_key:
-        return (provider, base_url, api_key)
-    return (provider, os.environ.get(url_var), os.environ.get(key_var))
+        return (spec.name, base_url, api_key)
+    return (spec.name, os.environ.get(spec.base_url_var or ""), os.environ.get(spec.key_var or ""))
 
 
 async def cached_client(key: Hashable, make: Callable[[], Any]) -> Any:

@@ -18,14 +18,15 @@ import anthropic
 from . import pricing
 from ._sdk import cached_client, client_key, map_error, missing_key
 from .base import AgentConfig, AgentResult
+from .providers import PROVIDERS
 
-PROVIDER = "anthropic"
-KEY_VAR = "ANTHROPIC_API_KEY"
+SPEC = PROVIDERS["anthropic"]
+PROVIDER = SPEC.name
+KEY_VAR = SPEC.key_var
 DEFAULT_MAX_TOKENS = 1024
 JSON_INSTRUCTION = "Answer with one JSON object and nothing else."
 
-
-DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_BASE_URL = SPEC.default_base_url
 
 
 def _make_client(model: str, api_key: str | None = None, base_url: str | None = None) -> anthropic.AsyncAnthropic:
@@ -52,7 +53,7 @@ async def call(
     base_url: str | None = None,
 ) -> AgentResult:
     """One Messages request of ``prompt`` to ``name`` (``model`` is "anthropic:<name>")."""
-    key = client_key(PROVIDER, "ANTHROPIC_BASE_URL", KEY_VAR, api_key, base_url)
+    key = client_key(SPEC, api_key, base_url)
     client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     kwargs: dict = {

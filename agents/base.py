@@ -5,17 +5,15 @@ Nothing here imports an LLM SDK, Prefect, Streamlit or SQL code.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.redact import redact  # one redactor for the whole project
+from core.redact import redact  # one redactor for the whole project
+from core.settings import DEFAULT_MODEL, settings
 
-PROVIDERS = ("openai", "anthropic", "fast-agent")
-DEFAULT_MODEL = "fast-agent:passthrough"
-
+from .providers import PROVIDERS
 
 
 class AgentConfig(BaseModel):
@@ -31,7 +29,7 @@ class AgentConfig(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     capabilities: list[str] = []
     fallback: list[str] = []
-    servers: list[str] = []  # fast-agent MCP server names
+    servers: list[str] = []  # MCP server names (not runnable yet: workflow validation refuses them)
     credentials: str | None = None  # name of a Prefect ProviderCredentials block
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
@@ -67,7 +65,6 @@ class AgentResult:
     cached_tokens: int = 0
     cost_usd: float = 0.0
     priced: bool = False
-    attempts: int = 1
     latency_ms: float = 0.0
     agent: str | None = None
 
@@ -149,5 +146,5 @@ def check_fallback_names(names: list[str]) -> list[str]:
 
 
 def default_model() -> str:
-    """``$ORCHESTRA_DEFAULT_MODEL``, else ``fast-agent:passthrough``."""
-    return os.environ.get("ORCHESTRA_DEFAULT_MODEL") or DEFAULT_MODEL
+    """The ``default_model`` setting (``ORCHESTRA_DEFAULT_MODEL``), else ``fast-agent:passthrough``."""
+    return settings().default_model

@@ -10,7 +10,7 @@ a fallback agent. After the cool-down exactly one caller gets ``PROBE``: its cal
 decides whether the breaker closes again. Non-transient errors (400, 401, ...) mean
 the provider answered: they count as a success for the breaker.
 
-Sharing. With a backend (the Orchestra store: ``services.resilience_store``) the
+Sharing. With a backend (the Orchestra store: ``ledger.resilience_store``) the
 state lives in the ``breakers`` table, so every process on one database sees one
 breaker. The hot path never waits for the database: each process keeps the state
 in memory and re-reads an endpoint's row at most once per ``ttl`` seconds
@@ -21,11 +21,10 @@ however many workers race for it. Consecutive failures are counted per process.
 Listeners (:meth:`Breakers.add_listener`) hear every transition this process made;
 the engine turns them into Prefect events (``orchestra.breaker.opened`` ...).
 
-Settings, read by :meth:`Breakers.configure` (the engine calls it at the start of
-each run): ``ORCHESTRA_BREAKER_THRESHOLD`` (consecutive transient failures that
-open a breaker, default 5), ``ORCHESTRA_BREAKER_COOLDOWN`` (seconds before a probe,
-default 30), ``ORCHESTRA_BREAKER_TTL`` (seconds a process trusts its cached state,
-default 2).
+Settings (``core.settings``), read by :meth:`Breakers.configure` (the engine calls
+it at the start of each run): ``breaker_threshold`` (consecutive transient failures
+that open a breaker, default 5), ``breaker_cooldown`` (seconds before a probe,
+default 30), ``breaker_ttl`` (seconds a process trusts its cached state, default 2).
 
 Nothing here imports Prefect, an SDK or SQL.
 """
@@ -41,17 +40,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+from core.settings import Settings, settings
+
+from .providers import PROVIDERS
+
 log = logging.getLogger("orchestra.breaker")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 ALLOW, PROBE, DENY = "allow", "probe", "deny"
 STATES = (CLOSED, OPEN, HALF_OPEN)
 
-_DEFAULT_BASE_URLS = {
-    "openai": ("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-    "anthropic": ("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-}
-_LOCAL_FAST_AGENT = ("passthrough", "playback", "slow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +69,27 @@ def endpoint(model: str, base_url: str | None = None) -> Endpoint:
     """The endpoint that a call to ``model`` ("provider:name") reaches now: ``base_url``
     when the caller resolved one (a credentials block), else the SDK's variable."""
     provider = model.partition(":")[0]
-    env = _DEFAULT_BASE_URLS.get(provider)
-    if env is not None and base_url is None:
-        base_url = os.environ.get(env[0])
+    found = PROVIDERS.get(provider)
+    if found is not None and found.base_url_var and base_url is None:
+        base_url = os.environ.get(found.base_url_var)
     return _endpoint(model, base_url)
 
 
 @lru_cache(maxsize=1024)
 def _endpoint(model: str, base_url: str | None) -> Endpoint:
     provider, _, name = model.partition(":")
-    env = _DEFAULT_BASE_URLS.get(provider)
-    if env is not None:
-        base = (base_url or env[1]).rstrip("/")
-    elif provider == "fast-agent":
-        base = "local" if name.split(".")[0] in _LOCAL_FAST_AGENT else "fast-agent"
-    else:
+    found = PROVIDERS.get(provider)
+    if found is None:
         base = "unknown"
+    elif found.default_base_url:
+        base = (base_url or found.default_base_url).rstrip("/")
+    else:  # in-process (fast-agent): its free models never leave the machine
+        base = "local" if name.split(".")[0] in found.free_models else found.name
     return Endpoint(provider, base, model)
 
 
 class Backend(Protocol):
-    """Where breaker state is shared (``services.store.Store`` implements it)."""
+    """Where breaker state is shared (``ledger.store.Store`` implements it)."""
 
     def load_breaker(self, key: str) -> dict[str, Any] | None: ...
 
@@ -126,14 +124,6 @@ class _Entry:
         self.probing = False  # this process holds the half-open probe
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value >= 0 else default
-
-
 class Breakers:
     """Every breaker of this process; see the module docstring."""
 
@@ -143,18 +133,21 @@ class Breakers:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.backend: Backend | None = backend
-        self.threshold, self.cooldown, self.ttl = 5, 30.0, 2.0
-        self.configure(threshold=threshold, cooldown=cooldown, ttl=ttl)
+        # the settings' defaults until configure() reads the environment (each run does)
+        fields = Settings.model_fields
+        self.threshold = threshold if threshold is not None else fields["breaker_threshold"].default
+        self.cooldown = cooldown if cooldown is not None else fields["breaker_cooldown"].default
+        self.ttl = ttl if ttl is not None else fields["breaker_ttl"].default
 
     # ---- settings ----------------------------------------------------------------
 
     def configure(self, *, threshold: int | None = None, cooldown: float | None = None,
                   ttl: float | None = None) -> None:
-        """Explicit values win; otherwise the ``ORCHESTRA_BREAKER_*`` variables; else defaults."""
-        self.threshold = max(1, int(threshold if threshold is not None
-                                    else _env_float("ORCHESTRA_BREAKER_THRESHOLD", 5)))
-        self.cooldown = cooldown if cooldown is not None else _env_float("ORCHESTRA_BREAKER_COOLDOWN", 30.0)
-        self.ttl = ttl if ttl is not None else _env_float("ORCHESTRA_BREAKER_TTL", 2.0)
+        """Explicit values win; otherwise the ``breaker_*`` settings (``ORCHESTRA_BREAKER_*``)."""
+        current = settings()
+        self.threshold = max(1, int(threshold if threshold is not None else current.breaker_threshold))
+        self.cooldown = cooldown if cooldown is not None else current.breaker_cooldown
+        self.ttl = ttl if ttl is not None else current.breaker_ttl
 
     def use_backend(self, backend: Backend | None) -> None:
         """Share state through ``backend``; a different backend starts from a clean slate."""

@@ -162,13 +162,14 @@ def _as_call_error(e: BaseException, model: str) -> AgentCallError:
     from mcp_agent.core.exceptions import FastAgentError, ProviderKeyError
 
     from ._sdk import map_error, missing_key
+    from .providers import PROVIDERS
 
     if isinstance(e, AgentCallError):
         return e
     if isinstance(e, openai.OpenAIError):
-        return map_error(e, openai, provider=PROVIDER, model=model, key_var="OPENAI_API_KEY")
+        return map_error(e, openai, provider=PROVIDER, model=model, key_var=PROVIDERS["openai"].key_var)
     if isinstance(e, anthropic.AnthropicError):
-        return map_error(e, anthropic, provider=PROVIDER, model=model, key_var="ANTHROPIC_API_KEY")
+        return map_error(e, anthropic, provider=PROVIDER, model=model, key_var=PROVIDERS["anthropic"].key_var)
     if isinstance(e, ProviderKeyError) and (var := re.search(r"\b[A-Z][A-Z0-9_]*_(?:API_KEY|TOKEN)\b", e.details)):
         return missing_key(PROVIDER, model, var.group())
     if isinstance(e, FastAgentError):

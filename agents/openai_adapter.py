@@ -22,12 +22,13 @@ import openai
 from . import pricing
 from ._sdk import cached_client, client_key, map_error, missing_key
 from .base import AgentConfig, AgentResult
+from .providers import PROVIDERS
 
-PROVIDER = "openai"
-KEY_VAR = "OPENAI_API_KEY"
+SPEC = PROVIDERS["openai"]
+PROVIDER = SPEC.name
+KEY_VAR = SPEC.key_var
 
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = SPEC.default_base_url
 
 
 def _make_client(model: str, api_key: str | None = None, base_url: str | None = None) -> openai.AsyncOpenAI:
@@ -50,7 +51,7 @@ async def call(
     base_url: str | None = None,
 ) -> AgentResult:
     """One Chat Completions request of ``prompt`` to ``name`` (``model`` is "openai:<name>")."""
-    key = client_key(PROVIDER, "OPENAI_BASE_URL", KEY_VAR, api_key, base_url)
+    key = client_key(SPEC, api_key, base_url)
     client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     messages = [{"role": "user", "content": prompt}]

@@ -15,8 +15,10 @@ from genai_prices.types import ModelPrice
 if TYPE_CHECKING:
     from .base import AgentResult
 
+from .providers import PROVIDERS
+
 # fast-agent models that never call a provider
-FREE_FAST_AGENT_MODELS = frozenset({"passthrough", "playback", "slow"})
+FREE_FAST_AGENT_MODELS = PROVIDERS["fast-agent"].free_models
 _REASONING_SUFFIXES = (".low", ".medium", ".high")
 # fast-agent provider prefix -> genai-prices provider id (None: nothing to price, e.g. a local server)
 _FAST_AGENT_PROVIDERS = {

@@ -82,3 +82,87 @@ def load_registry(paths: PathLike | Iterable[PathLike] | None = None) -> dict[st
         registry[agent.name] = agent
         origin[agent.name] = path
     return registry
+
+
+# ---- writing agent files (the dashboard's agent form) ----------------------------------
+
+
+class AgentFileError(ValueError):
+    """An agent that cannot be saved; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def agent_files(folder: PathLike | None = None) -> list[Path]:
+    """The agent files of ``folder`` (default: the shipped ``agents/``), by name."""
+    folder = Path(folder) if folder else AGENTS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+
+
+def agent_file(name: str, folder: PathLike | None = None) -> Path | None:
+    """The file that defines agent ``name`` (its ``name:`` field, else its stem)."""
+
+    def declared(path: Path) -> object:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            return None
+        return data.get("name") if isinstance(data, dict) else None
+
+    files = agent_files(folder)
+    for path in files:
+        if path.stem == name and declared(path) in (None, name):
+            return path
+    return next((p for p in files if declared(p) == name), None)
+
+
+def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``agent`` to ``<folder>/<name>.yaml`` (or the file that already defines it)
+    atomically: a temporary file in the same folder, fsynced, then renamed over the
+    target, so readers see the old file or the new one, never half of one. A comment
+    block at the top of an existing file is kept. ``overwrite=False`` refuses an agent
+    that exists. AgentFileError naming the field; nothing is written then."""
+    import os
+    import tempfile
+
+    folder = Path(folder) if folder else AGENTS_DIR
+    if not folder.is_dir():
+        raise AgentFileError("folder", f"{folder} is not a folder")
+    name = agent.name
+    existing = agent_file(name, folder)
+    if existing is not None and not overwrite:
+        raise AgentFileError("name", f"an agent named {name!r} already exists ({existing.name}); edit it instead")
+    target = existing or folder / f"{name}.yaml"
+    if existing is None and any(p.stem == name for p in agent_files(folder)):
+        raise AgentFileError("name", f"{name}.yaml already exists and defines another agent")
+    data = agent.model_dump(exclude_defaults=True, exclude={"name"})
+    if "instruction" in data and "\n" in data["instruction"] and not data["instruction"].endswith("\n"):
+        data["instruction"] += "\n"
+    if target.stem != name:
+        data = {"name": name, **data}
+    header = ""
+    if existing is not None:
+        for line in existing.read_text(encoding="utf-8").splitlines(keepends=True):
+            if not line.startswith("#"):
+                break
+            header += line
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    reread = yaml.safe_load(text) or {}
+    reread.setdefault("name", target.stem)
+    AgentConfig.model_validate(reread)  # what is written must read back as the same agent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, (existing.stat().st_mode & 0o777) if existing is not None else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

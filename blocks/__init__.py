@@ -1,7 +1,13 @@
 """Orchestra's Prefect block types: configuration and secrets, no control flow.
 
-`prefect block register -m blocks` registers the four types exported here.
-`blocks.credentials` resolves an agent's API key (block, environment, default block).
+Owns: the four block types (ProviderCredentials, FastAgentSettings, DaggerEngine,
+OrchestraStore; `prefect block register -m blocks` registers them) and the one
+resolution order of an agent's API key (`blocks.credentials`: the block the agent
+names, the SDK's environment variable, then `<provider>-default`).
+
+Never: imports the engine, the ledger or the app layer; holds a secret outside a
+SecretStr; puts a secret in a message or a `repr`. It reads the provider table
+(`agents.providers`) for which variables and kinds of key each provider has.
 """
 
 from blocks.dagger_engine import DaggerEngine

@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from agents.providers import PROVIDERS, SPECS, ProviderSpec
 from blocks.providers import ProviderCredentials
 
 __all__ = [
+    "acall_credentials",
+    "call_credentials",
     "CredentialsError",
     "MissingCredentials",
     "Resolved",
@@ -35,18 +38,11 @@ __all__ = [
     "resolve_credentials",
 ]
 
-# provider -> (key variable, base-URL variable) of the SDK that serves it
-ENV_VARS: dict[str, tuple[str, str]] = {
-    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
-    "openai-compatible": ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
-    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
-}
-# provider asked for -> block `provider` values that may serve it
-_COMPATIBLE: dict[str, frozenset[str]] = {
-    "openai": frozenset({"openai", "openai-compatible"}),
-    "openai-compatible": frozenset({"openai", "openai-compatible"}),
-    "anthropic": frozenset({"anthropic"}),
-}
+def _specs() -> dict[str, ProviderSpec]:
+    """Credential kind ("openai", "openai-compatible", "anthropic") -> the provider it serves."""
+    return {kind: spec for spec in SPECS for kind in spec.credential_kinds}
+
+
 _BLOCK_TYPE = ProviderCredentials.get_block_type_slug()
 
 
@@ -111,12 +107,13 @@ def _api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-def _check_provider(provider: str) -> str:
-    if provider not in ENV_VARS:
+def _check_provider(provider: str) -> ProviderSpec:
+    found = _specs().get(provider)
+    if found is None:
         raise CredentialsError(
-            f"unknown provider {provider!r} for credentials; expected one of: {', '.join(ENV_VARS)}"
+            f"unknown provider {provider!r} for credentials; expected one of: {', '.join(_specs())}"
         )
-    return provider
+    return found
 
 
 def _default_block(provider: str) -> str:
@@ -187,7 +184,7 @@ async def _lookup_async(api_url: str, name: str) -> _Found | object:
 
 
 def _use_block(provider: str, name: str, found: _Found, how: str) -> Resolved:
-    if found.provider not in _COMPATIBLE[provider]:
+    if found.provider not in _check_provider(provider).credential_kinds:
         raise CredentialsError(
             f"{how} {name!r} holds {found.provider!r} credentials, but the agent's model"
             f" needs {provider!r}; point `credentials:` at a {provider} block or fix the"
@@ -202,8 +199,8 @@ def _use_block(provider: str, name: str, found: _Found, how: str) -> Resolved:
 
 
 def _resolve(provider: str, block_name: str | None, api_url: str | None):
-    provider = _check_provider(provider)
-    key_var, url_var = ENV_VARS[provider]
+    spec = _check_provider(provider)
+    key_var, url_var = spec.key_var, spec.base_url_var
     default = _default_block(provider)
     block_name = (block_name or "").strip() or None
     no_api = "not looked up: no Prefect API is configured (PREFECT_API_URL is unset)"
@@ -303,3 +300,30 @@ def resolve_credentials(provider: str, block_name: str | None = None) -> Resolve
 async def aresolve_credentials(provider: str, block_name: str | None = None) -> Resolved:
     """`resolve_credentials` for async code: awaits `ProviderCredentials.aload`."""
     return await _drive_async(provider, block_name)
+
+
+# -- what a call needs: the one rule for "explicit credentials or the SDK's own" -----------
+
+
+def _needed(provider: str, block_name: str | None) -> bool:
+    """Explicit credentials when the agent names a block or the SDK's key variable is
+    unset; otherwise the SDK reads its own environment variables (no lookup at all)."""
+    spec = PROVIDERS.get(provider)
+    return spec is not None and spec.key_var is not None and (bool(block_name) or not spec.key_set())
+
+
+def call_credentials(provider: str, block_name: str | None = None) -> dict[str, str | None]:
+    """The ``api_key``/``base_url`` keywords of ``agents.call_agent`` for one call to
+    ``provider`` ({} when the SDK's environment serves it). CredentialsError as above."""
+    if not _needed(provider, block_name):
+        return {}
+    found = resolve_credentials(provider, block_name)
+    return {"api_key": found.api_key, "base_url": found.base_url}
+
+
+async def acall_credentials(provider: str, block_name: str | None = None) -> dict[str, str | None]:
+    """:func:`call_credentials` for async code."""
+    if not _needed(provider, block_name):
+        return {}
+    found = await aresolve_credentials(provider, block_name)
+    return {"api_key": found.api_key, "base_url": found.base_url}

@@ -10,7 +10,10 @@ from prefect.blocks.core import Block
 
 from blocks._meta import BLOCK_CONFIG, prefect_logo
 
-Provider = Literal["openai", "anthropic", "openai-compatible"]
+from agents.providers import SPECS
+
+# every provider that takes a key, and the kinds of key each accepts (agents.providers)
+Provider = Literal[tuple(kind for spec in SPECS for kind in spec.credential_kinds)]  # type: ignore[valid-type]
 
 
 class ProviderCredentials(Block):
