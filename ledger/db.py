@@ -1,8 +1,8 @@
 """Database plumbing for the ledger: URL resolution, engines, portable SQL bits.
 
-* :func:`resolve_url` -- explicit URL -> ``$ORCHESTRA_DB_URL`` ->
-  ``sqlite:///$ORCHESTRA_HOME/orchestra.db`` (``ORCHESTRA_HOME`` defaults to
-  ``~/.orchestra`` and is created).
+* :func:`resolve_url` -- explicit URL -> the ``db_url`` setting (``ORCHESTRA_DB_URL``) ->
+  ``sqlite:///<home>/orchestra.db`` (the ``home`` setting, ``ORCHESTRA_HOME``, default
+  ``~/.orchestra``, created).
 * :func:`make_engine` -- SQLite gets WAL, ``synchronous=NORMAL``, a busy timeout,
   enforced foreign keys and real transactions (``BEGIN`` / ``BEGIN IMMEDIATE``
   for writers, see :data:`WRITE`); PostgreSQL gets psycopg2 with pre-ping.
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from sqlalchemy import String, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
+
+from core.settings import settings
 from sqlalchemy.sql.functions import FunctionElement
 
 __all__ = [
@@ -42,10 +43,7 @@ WRITE = {"orchestra_write": True}
 
 
 def orchestra_home(create: bool = True) -> Path:
-    home = Path(os.environ.get("ORCHESTRA_HOME") or "~/.orchestra").expanduser()
-    if create:
-        home.mkdir(parents=True, exist_ok=True)
-    return home
+    return settings().home_dir() if create else settings().home
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -64,9 +62,9 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def resolve_url(url: str | URL | None = None) -> URL:
-    """The store URL: ``url`` -> ``$ORCHESTRA_DB_URL`` -> SQLite in ``$ORCHESTRA_HOME``."""
+    """The store URL: ``url`` -> the ``db_url`` setting -> SQLite in the home folder."""
     if url is None or (isinstance(url, str) and not url.strip()):
-        url = os.environ.get("ORCHESTRA_DB_URL") or None
+        url = settings().db_url
     if url is None:
         path = orchestra_home(create=True) / "orchestra.db"
         return URL.create("sqlite", database=str(path))

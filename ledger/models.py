@@ -3,7 +3,7 @@
 Tables:
 
 * ``runs``  -- one row per Prefect flow run (a workflow execution); the token and
-  cost totals are written by :meth:`services.store.Store.finish_run`, computed in
+  cost totals are written by :meth:`ledger.store.Store.finish_run`, computed in
   SQL from the ``calls`` rows.
 * ``calls`` -- one row per provider attempt (one call = one attempt = one request).
 * ``breakers`` / ``breaker_events`` -- circuit-breaker state per provider endpoint,
@@ -14,7 +14,7 @@ Tables:
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
-``services/migrations/versions``; a test checks that these models and the
+``ledger/migrations/versions``; a test checks that these models and the
 migrated schema do not drift apart.
 """
 
@@ -61,7 +61,7 @@ __all__ = [
 # Run states (Prefect's flow-run state types that Orchestra records).
 RUN_STATES = ("RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 FINAL_RUN_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-CALL_STATUSES = ("ok", "error")
+from core.calls import CALL_STATUSES  # noqa: E402  (one definition, shared with the engine)
 
 # Deterministic constraint names, so later Alembic revisions can drop/alter them
 # on every backend (SQLite batch mode needs names too).
@@ -141,6 +141,9 @@ class Run(Base):
     # workflow as inline JSON. Revision 0002.
     workflow_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The workflow's `metadata` (a /run-graph body's), revision 0003. The attribute is
+    # `meta` because declarative models reserve `metadata`.
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
 
     __table_args__ = (
         Index("ix_runs_started", "started"),
@@ -172,6 +175,8 @@ class Call(Base):
     status: Mapped[str] = mapped_column(String(8), default="ok", server_default="ok")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # why the call was made: call | repair | route (core.calls), revision 0003
+    purpose: Mapped[str] = mapped_column(String(8), default="call", server_default="call")
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (

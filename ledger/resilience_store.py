@@ -1,4 +1,5 @@
-"""The ledger's self-healing tables (revision 0002), mixed into :class:`services.store.Store`.
+"""The write path of the ledger's self-healing tables (revision 0002), mixed into :class:`ledger.store.Store`;
+what they hold is read through ``ledger.queries``.
 
 * breakers: one row per provider endpoint; every transition is a compare-and-set on
   ``version`` plus one ``breaker_events`` row, in one transaction, so processes that
@@ -20,8 +21,8 @@ from typing import Any, Iterable
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.models import Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, ProviderLimit
-from services.redact import redact
+from ledger.models import Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, ProviderLimit
+from core.redact import redact
 
 UTC = timezone.utc
 MAX_PROMPT_CHARS = 100_000
@@ -53,7 +54,7 @@ def _epoch(dt: datetime | None) -> float | None:
 
 
 class ResilienceStore:
-    """Methods of :class:`services.store.Store` for the 0002 tables."""
+    """Methods of :class:`ledger.store.Store` for the 0002 tables."""
 
     # ------------------------------------------------------------ breakers
 
@@ -110,22 +111,6 @@ class ResilienceStore:
             return False
         return True
 
-    def list_breakers(self) -> list[dict[str, Any]]:
-        with self._connect() as conn:
-            rows = conn.execute(select(_BREAKERS).order_by(_BREAKERS.c.key)).mappings().all()
-        return [self._breaker_dict(r) for r in rows]
-
-    def breaker_events(self, key: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Transitions, oldest first (the last ``limit``)."""
-        q = select(_EVENTS).order_by(_EVENTS.c.id.desc()).limit(limit)
-        if key is not None:
-            q = q.where(_EVENTS.c.key == key)
-        with self._connect() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-        for r in rows:
-            r["created"] = _iso(r["created"])
-        return rows[::-1]
-
     # ------------------------------------------------------------ dead letters
 
     def add_dead_letter(self, *, flow_run_id: str, workflow: str, step: str, error: str,
@@ -138,26 +123,6 @@ class ResilienceStore:
                 created=created or datetime.now(UTC),
             ))
             return int(result.inserted_primary_key[0])
-
-    def list_dead_letters(self, limit: int = 50, flow_run_id: str | None = None) -> list[dict[str, Any]]:
-        """Newest first."""
-        q = select(_DEAD).order_by(_DEAD.c.id.desc()).limit(limit)
-        if flow_run_id is not None:
-            q = q.where(_DEAD.c.flow_run_id == flow_run_id)
-        with self._connect() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-        for r in rows:
-            r["created"] = _iso(r["created"])
-        return rows
-
-    def get_dead_letter(self, letter_id: int) -> dict[str, Any] | None:
-        with self._connect() as conn:
-            row = conn.execute(select(_DEAD).where(_DEAD.c.id == int(letter_id))).mappings().first()
-        if row is None:
-            return None
-        d = dict(row)
-        d["created"] = _iso(d["created"])
-        return d
 
     # ------------------------------------------------------------ provider limits
 
@@ -187,14 +152,6 @@ class ResilienceStore:
         if clean:
             with self._write() as conn:
                 conn.execute(insert(_HEALTH), clean)
-
-    def list_health(self, limit: int = 200) -> list[dict[str, Any]]:
-        with self._connect() as conn:
-            rows = [dict(r) for r in conn.execute(
-                select(_HEALTH).order_by(_HEALTH.c.id.desc()).limit(limit)).mappings()]
-        for r in rows:
-            r["created"] = _iso(r["created"])
-        return rows
 
     # ------------------------------------------------------------ routing and budgets
 

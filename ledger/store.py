@@ -1,12 +1,15 @@
-"""The Orchestra ledger: runs and provider calls in SQL (SQLite or PostgreSQL).
+"""The ledger's write path: runs and provider calls in SQL (SQLite or PostgreSQL).
 
-    from services.store import get_store, CallRecord
+    from ledger.store import get_store
+    from core.calls import CallRecord
     store = get_store()                       # one Store per URL per process
     store.start_run(flow_run_id=..., workflow="code-review", inputs={...}, started=now)
     store.record_call(CallRecord(flow_run_id=..., step="security", model="openai:gpt-4.1-mini",
                                  input_tokens=270, output_tokens=80, cost_usd=0.00014, priced=True))
     store.finish_run(flow_run_id=..., state="COMPLETED", ended=now)   # flushes, then totals in SQL
-    store.list_runs(); store.get_run(id); store.costs("model")
+
+The Store satisfies the engine's ``flows.ports.Ledger``; everything that reads the
+ledger goes through ``ledger.queries``.
 
 Writes of calls never block the caller: :meth:`Store.record_call` only puts the
 record on an in-memory queue (a few µs); one background writer thread per Store
@@ -15,7 +18,7 @@ commits the queue in batches (each batch one transaction, so each row is atomic)
 ``finish_run`` and the read queries flush first, and an ``atexit`` hook flushes
 every Store before the interpreter exits.
 
-Error texts (and string inputs) pass through :func:`services.redact.redact`
+Error texts (and string inputs) pass through :func:`core.redact.redact`
 before they are written: no secret reaches the store.
 """
 
@@ -40,11 +43,13 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.db import WRITE, day_of, is_memory_sqlite, make_engine, resolve_url
-from services.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from services.models import CALL_STATUSES, FINAL_RUN_STATES, Call, Run
-from services.redact import redact, redact_url
-from services.resilience_store import ResilienceStore
+from core.calls import CallRecord
+from core.redact import redact, redact_url
+from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
+from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
+from ledger.models import FINAL_RUN_STATES, Call, Run
+from ledger.resilience_store import ResilienceStore
+from ledger.rows import aware, state_name, totals_dict, totals_select
 
 __all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError"]
 
@@ -65,102 +70,6 @@ _TOTAL_KWARGS = frozenset(
 
 class StoreError(RuntimeError):
     """The store cannot be used as asked (e.g. a database newer than this code)."""
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One provider attempt, as written to the ``calls`` table.
-
-    ``provider`` may be left out when ``model`` is ``provider:model``.
-    ``created`` defaults to the time :meth:`Store.record_call` was called.
-    """
-
-    flow_run_id: str
-    step: str
-    model: str
-    provider: str | None = None
-    agent: str | None = None
-    attempt: int = 1
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    priced: bool = False
-    latency_ms: float = 0.0
-    status: str = "ok"
-    error: str | None = None
-    cached: bool = False
-    created: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in CALL_STATUSES:
-            raise ValueError(f"CallRecord.status must be one of {CALL_STATUSES}, got {self.status!r}")
-        if not self.provider:
-            provider = self.model.split(":", 1)[0] if ":" in self.model else "unknown"
-            object.__setattr__(self, "provider", provider)
-
-    @classmethod
-    def from_result(
-        cls,
-        result: Any,
-        *,
-        flow_run_id: str,
-        step: str,
-        attempt: int | None = None,
-        cached: bool = False,
-        agent: str | None = None,
-        created: datetime | None = None,
-    ) -> CallRecord:
-        """From an ``agents.base.AgentResult`` (duck-typed: any object with its fields)."""
-        return cls(
-            flow_run_id=flow_run_id,
-            step=step,
-            model=result.model,
-            provider=getattr(result, "provider", None),
-            agent=agent if agent is not None else getattr(result, "agent", None),
-            attempt=attempt if attempt is not None else getattr(result, "attempts", 1),
-            input_tokens=getattr(result, "input_tokens", 0) or 0,
-            output_tokens=getattr(result, "output_tokens", 0) or 0,
-            cached_tokens=getattr(result, "cached_tokens", 0) or 0,
-            cost_usd=getattr(result, "cost_usd", 0.0) or 0.0,
-            priced=bool(getattr(result, "priced", False)),
-            latency_ms=getattr(result, "latency_ms", 0.0) or 0.0,
-            status="ok",
-            cached=cached,
-            created=created,
-        )
-
-    @classmethod
-    def from_error(
-        cls,
-        error: BaseException | str,
-        *,
-        flow_run_id: str,
-        step: str,
-        model: str | None = None,
-        provider: str | None = None,
-        agent: str | None = None,
-        attempt: int = 1,
-        latency_ms: float = 0.0,
-        created: datetime | None = None,
-    ) -> CallRecord:
-        """A failed attempt, e.g. from an ``agents.base.AgentCallError``."""
-        message = getattr(error, "message", None) or str(error) or type(error).__name__
-        return cls(
-            flow_run_id=flow_run_id,
-            step=step,
-            model=model or getattr(error, "model", None) or "unknown",
-            provider=provider or getattr(error, "provider", None),
-            agent=agent,
-            attempt=attempt,
-            latency_ms=latency_ms,
-            status="error",
-            error=str(message),
-            created=created,
-        )
 
 
 _STOP = object()
@@ -190,73 +99,6 @@ def _finite(x: Any) -> float:
     return x if math.isfinite(x) else 0.0  # NaN/inf would poison every SUM
 
 
-def _aware(dt: datetime | None) -> datetime:
-    if dt is None:
-        return datetime.now(UTC)
-    if not isinstance(dt, datetime):
-        raise TypeError(f"expected a datetime, got {type(dt).__name__}")
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat() if dt is not None else None
-
-
-def _state_name(state: Any) -> str:
-    # Accepts "COMPLETED", "completed", Prefect's StateType enum or a State object.
-    state = getattr(state, "type", state)
-    return str(getattr(state, "value", state)).upper()
-
-
-def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "flow_run_id": row["flow_run_id"],
-        "workflow": row["workflow"],
-        "state": row["state"],
-        "inputs": row["inputs"],
-        "started": _iso(row["started"]),
-        "ended": _iso(row["ended"]),
-        "duration_s": row["duration_s"],
-        "input_tokens": int(row["input_tokens"] or 0),
-        "output_tokens": int(row["output_tokens"] or 0),
-        "cached_tokens": int(row["cached_tokens"] or 0),
-        "cost_usd": float(row["cost_usd"] or 0.0),
-        "calls": int(row["calls"] or 0),
-        "error": row["error"],
-        "model_override": row["model_override"],
-        "budget_usd": row["budget_usd"],
-    }
-
-
-def _call_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    d = dict(row)
-    d["created"] = _iso(d["created"])
-    d["priced"] = bool(d["priced"])
-    d["cached"] = bool(d["cached"])
-    return d
-
-
-def _totals_select() -> Any:
-    c = _CALLS.c
-    return select(
-        func.count(c.id).label("calls"),
-        func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
-        func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(c.cached_tokens), 0).label("cached_tokens"),
-        func.coalesce(func.sum(c.cost_usd), 0.0).label("cost_usd"),
-    )
-
-
-def _totals_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "calls": int(row["calls"] or 0),
-        "input_tokens": int(row["input_tokens"] or 0),
-        "output_tokens": int(row["output_tokens"] or 0),
-        "cached_tokens": int(row["cached_tokens"] or 0),
-        "cost_usd": float(row["cost_usd"] or 0.0),
-    }
-
-
 # --------------------------------------------------------------------------- store
 
 
@@ -264,7 +106,7 @@ class Store(ResilienceStore):
     """The ledger on one database URL.  Thread-safe; see the module docstring.
 
     The self-healing tables (breakers, dead letters, limits, health) are read and
-    written by the methods of :class:`services.resilience_store.ResilienceStore`."""
+    written by the methods of :class:`ledger.resilience_store.ResilienceStore`."""
 
     def __init__(self, url: str | URL | None = None, *, auto_migrate: bool = True) -> None:
         self.url: URL = resolve_url(url)
@@ -404,6 +246,7 @@ class Store(ResilienceStore):
         model_override: str | None = None,
         workflow_ref: str | None = None,
         budget_usd: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Insert the run as RUNNING.
 
@@ -412,8 +255,9 @@ class Store(ResilienceStore):
         Starting an existing run again (a Prefect flow-run retry) sets it back to
         RUNNING and keeps its first ``started``, its inputs and its calls.
         """
-        started = _aware(started)
+        started = aware(started)
         clean_inputs = json.loads(json.dumps(_redact_obj(dict(inputs or {})), default=str))
+        clean_meta = json.loads(json.dumps(_redact_obj(dict(metadata)), default=str)) if metadata else None
         with self._write() as conn:
             exists = conn.execute(
                 select(_RUNS.c.flow_run_id).where(_RUNS.c.flow_run_id == flow_run_id)
@@ -435,6 +279,7 @@ class Store(ResilienceStore):
                         model_override=model_override,
                         workflow_ref=workflow_ref,
                         budget_usd=budget_usd,
+                        metadata=clean_meta,
                     )
                 )
 
@@ -457,10 +302,10 @@ class Store(ResilienceStore):
         unknown = set(totals) - _TOTAL_KWARGS
         if unknown:
             raise TypeError(f"finish_run() got unexpected keyword arguments {sorted(unknown)}")
-        state_name = _state_name(state)
-        if state_name not in FINAL_RUN_STATES:
+        final = state_name(state)
+        if final not in FINAL_RUN_STATES:
             raise ValueError(f"finish_run state must be one of {FINAL_RUN_STATES}, got {state!r}")
-        ended = _aware(ended)
+        ended = aware(ended)
         self.flush()
         with self._write() as conn:
             started = conn.execute(
@@ -468,8 +313,8 @@ class Store(ResilienceStore):
             ).scalar_one_or_none()
             if started is None:
                 raise KeyError(f"no run {flow_run_id!r} in the store")
-            sums = _totals_dict(
-                conn.execute(_totals_select().where(_CALLS.c.flow_run_id == flow_run_id))
+            sums = totals_dict(
+                conn.execute(totals_select().where(_CALLS.c.flow_run_id == flow_run_id))
                 .mappings()
                 .one()
             )
@@ -478,7 +323,7 @@ class Store(ResilienceStore):
                 update(_RUNS)
                 .where(_RUNS.c.flow_run_id == flow_run_id)
                 .values(
-                    state=state_name,
+                    state=final,
                     ended=ended,
                     duration_s=duration_s,
                     error=_clean_error(error),
@@ -586,6 +431,7 @@ class Store(ResilienceStore):
             "status": call.status,
             "error": _clean_error(call.error),
             "cached": bool(call.cached),
+            "purpose": call.purpose,
             "created": created,
         }
 
@@ -638,140 +484,12 @@ class Store(ResilienceStore):
         if self._writer is not None:
             self.flush()
 
-    def list_runs(
-        self, limit: int = 50, workflow: str | None = None, state: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first.  Totals of a RUNNING run are summed live from its calls."""
-        self._sync_reads()
-        q = select(_RUNS).order_by(_RUNS.c.started.desc(), _RUNS.c.flow_run_id.desc())
-        if workflow is not None:
-            q = q.where(_RUNS.c.workflow == workflow)
-        if state is not None:
-            q = q.where(_RUNS.c.state == _state_name(state))
-        if limit is not None:
-            q = q.limit(int(limit))
-        with self._connect() as conn:
-            runs = [_run_dict(r) for r in conn.execute(q).mappings()]
-            running = [r["flow_run_id"] for r in runs if r["state"] == "RUNNING"]
-            if running:
-                live = conn.execute(
-                    _totals_select()
-                    .add_columns(_CALLS.c.flow_run_id)
-                    .where(_CALLS.c.flow_run_id.in_(running))
-                    .group_by(_CALLS.c.flow_run_id)
-                ).mappings()
-                by_id = {row["flow_run_id"]: _totals_dict(row) for row in live}
-                for r in runs:
-                    if r["flow_run_id"] in by_id:
-                        r.update(by_id[r["flow_run_id"]])
-        return runs
-
-    def get_run(self, flow_run_id: str) -> dict[str, Any] | None:
-        """The run and its ``calls`` (in the order they were recorded), or None."""
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read connection after this process's queued calls are written (ledger.queries)."""
         self._sync_reads()
         with self._connect() as conn:
-            row = conn.execute(select(_RUNS).where(_RUNS.c.flow_run_id == flow_run_id)).mappings().first()
-            if row is None:
-                return None
-            run = _run_dict(row)
-            run["workflow_ref"] = row["workflow_ref"]  # for `orchestra rerun` (not in list_runs: it may be long)
-            calls = [
-                _call_dict(c)
-                for c in conn.execute(
-                    select(_CALLS).where(_CALLS.c.flow_run_id == flow_run_id).order_by(_CALLS.c.id)
-                ).mappings()
-            ]
-        if run["state"] == "RUNNING":  # live totals; a finished run has them stored
-            run.update(
-                input_tokens=sum(c["input_tokens"] for c in calls),
-                output_tokens=sum(c["output_tokens"] for c in calls),
-                cached_tokens=sum(c["cached_tokens"] for c in calls),
-                cost_usd=sum(c["cost_usd"] for c in calls),
-            )
-            run["calls"] = len(calls)
-        # Here "calls" is the list of call dicts; the count stays as "n_calls".
-        run["n_calls"] = run["calls"]
-        run["calls"] = calls
-        return run
-
-    def calls_for_step(self, flow_run_id: str, step: str) -> list[dict[str, Any]]:
-        """The attempts of one step of one run, in the order they were recorded."""
-        self._sync_reads()
-        q = (
-            select(_CALLS)
-            .where(_CALLS.c.flow_run_id == flow_run_id, _CALLS.c.step == step)
-            .order_by(_CALLS.c.id)
-        )
-        with self._connect() as conn:
-            return [_call_dict(c) for c in conn.execute(q).mappings()]
-
-    def totals(self, flow_run_id: str) -> dict[str, Any]:
-        """``calls``, ``input_tokens``, ``output_tokens``, ``cached_tokens``,
-        ``cost_usd`` summed in SQL over the run's calls (zeros if none)."""
-        self._sync_reads()
-        with self._connect() as conn:
-            row = conn.execute(
-                _totals_select().where(_CALLS.c.flow_run_id == flow_run_id)
-            ).mappings().one()
-        return _totals_dict(row)
-
-    def costs(
-        self,
-        by: Literal["model", "agent", "workflow", "day"] = "model",
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """Calls, tokens and cost grouped in SQL by ``model``, ``agent``,
-        ``workflow`` or ``day`` (UTC ``YYYY-MM-DD`` of the call).
-
-        Ordered by cost, highest first (``day``: by day, oldest first).  The
-        optional ``since``/``until`` bound the calls' ``created`` time
-        (``since <= created < until``).
-        """
-        if by not in COST_GROUPS:
-            raise ValueError(f"cannot group costs by {by!r}; valid values: {', '.join(COST_GROUPS)}")
-        c = _CALLS.c
-        key = {
-            "model": c.model,
-            "agent": c.agent,
-            "workflow": _RUNS.c.workflow,
-            "day": day_of(c.created),
-        }[by]
-        cost = func.sum(c.cost_usd)
-        q = select(
-            key.label(by),
-            func.count(c.id).label("calls"),
-            func.sum(c.input_tokens).label("input_tokens"),
-            func.sum(c.output_tokens).label("output_tokens"),
-            func.sum(c.cached_tokens).label("cached_tokens"),
-            cost.label("cost_usd"),
-        ).select_from(_CALLS)
-        if by == "workflow":
-            q = q.join(_RUNS, _RUNS.c.flow_run_id == c.flow_run_id)
-        if since is not None:
-            q = q.where(c.created >= _aware(since))
-        if until is not None:
-            q = q.where(c.created < _aware(until))
-        q = q.group_by(key)
-        if by == "day":
-            q = q.order_by(key.asc())
-        else:
-            q = q.order_by(cost.desc(), key.asc().nulls_last())
-        self._sync_reads()
-        with self._connect() as conn:
-            rows = conn.execute(q).mappings().all()
-        return [
-            {
-                by: row[by],
-                "calls": int(row["calls"]),
-                "input_tokens": int(row["input_tokens"] or 0),
-                "output_tokens": int(row["output_tokens"] or 0),
-                "cached_tokens": int(row["cached_tokens"] or 0),
-                "cost_usd": float(row["cost_usd"] or 0.0),
-            }
-            for row in rows
-        ]
+            yield conn
 
 
 def _transient(exc: DBAPIError) -> bool:

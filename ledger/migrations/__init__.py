@@ -1,4 +1,4 @@
-"""Alembic migrations of the Orchestra ledger (``services/alembic.ini``).
+"""Alembic migrations of the Orchestra ledger (``ledger/alembic.ini``).
 
 :func:`head_revisions` reads the revision ids straight from the files in
 ``versions/`` (a regex, no Alembic import), which lets ``Store.migrate()`` skip

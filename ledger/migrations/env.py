@@ -7,7 +7,7 @@ Where the database comes from, first match wins:
    also covers the migration (the caller commits);
 2. ``alembic -x url=...``;
 3. ``sqlalchemy.url`` set on the Config (escaped for configparser);
-4. ``services.db.resolve_url()``: ``$ORCHESTRA_DB_URL`` or the default SQLite store.
+4. ``ledger.db.resolve_url()``: ``$ORCHESTRA_DB_URL`` or the default SQLite store.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from services.db import make_engine, resolve_url
-from services.migrations import VERSION_TABLE
-from services.models import Base
+from ledger.db import make_engine, resolve_url
+from ledger.migrations import VERSION_TABLE
+from ledger.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,317 @@
+"""The ledger's public read API: what the CLI, the dashboard and the MCP server show.
+
+Every function takes the ledger (``ledger.store.Store``; the app's is
+``orchestra.runtime.ledger()``) and returns plain data (dicts, lists, numbers, ISO
+timestamps or datetimes as documented). No caller outside ``ledger/`` touches a
+session, a connection or a table. An empty ledger gives empty lists and zeros.
+
+Runs:      :func:`runs`, :func:`run`, :func:`run_steps`, :func:`step_attempts`, :func:`totals`,
+           :func:`run_workflows`
+Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
+Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
+           :func:`limits`, :func:`health`
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Literal
+
+from sqlalchemy import case, func, select
+
+from core.calls import counts_as_attempt
+from ledger.db import day_of
+from ledger.models import FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run
+from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
+from ledger.store import COST_GROUPS, Store
+
+__all__ = [
+    "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
+    "dead_letters", "health", "kpis", "limits", "run", "run_steps", "run_workflows", "runs", "step_attempts",
+    "totals", "unpriced",
+]
+
+UTC = timezone.utc
+_RUNS = Run.__table__
+_CALLS = Call.__table__
+_BREAKERS = BreakerEvent.__table__
+_BREAKER_ROWS = Breaker.__table__
+_DEAD = DeadLetter.__table__
+_HEALTH = HealthCheck.__table__
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def runs(store: Store, *, limit: int | None = 50, workflow: str | None = None,
+         state: str | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first: flow_run_id, workflow, state, inputs, started, ended (ISO),
+    duration_s, tokens, cost_usd, calls, error, model_override, budget_usd, metadata.
+    Totals of a RUNNING run are summed live from its calls."""
+    q = select(_RUNS).order_by(_RUNS.c.started.desc(), _RUNS.c.flow_run_id.desc())
+    if workflow is not None:
+        q = q.where(_RUNS.c.workflow == workflow)
+    if state is not None:
+        q = q.where(_RUNS.c.state == state_name(state))
+    if limit is not None:
+        q = q.limit(int(limit))
+    with store._read() as conn:
+        found = [run_dict(r) for r in conn.execute(q).mappings()]
+        running = [r["flow_run_id"] for r in found if r["state"] == "RUNNING"]
+        if running:
+            live = conn.execute(
+                totals_select().add_columns(_CALLS.c.flow_run_id)
+                .where(_CALLS.c.flow_run_id.in_(running)).group_by(_CALLS.c.flow_run_id)
+            ).mappings()
+            by_id = {row["flow_run_id"]: totals_dict(row) for row in live}
+            for r in found:
+                if r["flow_run_id"] in by_id:
+                    r.update(by_id[r["flow_run_id"]])
+    return found
+
+
+def run(store: Store, flow_run_id: str) -> dict[str, Any] | None:
+    """One run (as in :func:`runs`, plus ``workflow_ref``) and its ``calls`` in the order
+    they were recorded (``n_calls`` is their number), or None."""
+    with store._read() as conn:
+        row = conn.execute(select(_RUNS).where(_RUNS.c.flow_run_id == flow_run_id)).mappings().first()
+        if row is None:
+            return None
+        found = run_dict(row)
+        found["workflow_ref"] = row["workflow_ref"]  # for `orchestra rerun` (not in runs(): it may be long)
+        calls = [call_dict(c) for c in conn.execute(
+            select(_CALLS).where(_CALLS.c.flow_run_id == flow_run_id).order_by(_CALLS.c.id)).mappings()]
+    if found["state"] == "RUNNING":  # live totals; a finished run has them stored
+        found.update(input_tokens=sum(c["input_tokens"] for c in calls),
+                     output_tokens=sum(c["output_tokens"] for c in calls),
+                     cached_tokens=sum(c["cached_tokens"] for c in calls),
+                     cost_usd=sum(c["cost_usd"] for c in calls), calls=len(calls))
+    found["n_calls"] = found["calls"]
+    found["calls"] = calls
+    return found
+
+
+def run_steps(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's calls (from :func:`run`) folded per step, in the order the steps first
+    called: agent, model (the last attempt's), status of the last attempt ("ok",
+    "error", "cached"), attempts (by ``core.calls.counts_as_attempt``, the engine's
+    rule), errors, cached, tokens, cost_usd, latency_ms (summed), last_error."""
+    steps: dict[str, dict[str, Any]] = {}
+    for c in calls:
+        s = steps.setdefault(c["step"], {
+            "step": c["step"], "agent": c["agent"], "model": c["model"], "status": "ok", "attempts": 0,
+            "errors": 0, "cached": False, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
+            "cost_usd": 0.0, "latency_ms": 0.0, "last_error": None,
+        })
+        s["agent"], s["model"] = c["agent"] or s["agent"], c["model"]
+        s["cached"] = s["cached"] or c["cached"]
+        s["attempts"] += counts_as_attempt(cached=c["cached"], purpose=c.get("purpose", "call"))
+        for k in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd", "latency_ms"):
+            s[k] += c[k]
+        if c["status"] == "error":
+            s["errors"] += 1
+            s["last_error"] = c["error"]
+        s["status"] = c["status"]
+    for s in steps.values():
+        if s["cached"] and s["attempts"] == 0:
+            s["status"] = "cached"
+    return list(steps.values())
+
+
+def step_attempts(store: Store, flow_run_id: str, step: str) -> list[dict[str, Any]]:
+    """The calls of one step of one run, in the order they were recorded."""
+    q = select(_CALLS).where(_CALLS.c.flow_run_id == flow_run_id, _CALLS.c.step == step).order_by(_CALLS.c.id)
+    with store._read() as conn:
+        return [call_dict(c) for c in conn.execute(q).mappings()]
+
+
+def totals(store: Store, flow_run_id: str) -> dict[str, Any]:
+    """calls, input/output/cached tokens and cost_usd summed over a run's calls (zeros if none)."""
+    with store._read() as conn:
+        row = conn.execute(totals_select().where(_CALLS.c.flow_run_id == flow_run_id)).mappings().one()
+    return totals_dict(row)
+
+
+def run_workflows(store: Store) -> list[str]:
+    """The workflows that have runs in the ledger, sorted."""
+    with store._read() as conn:
+        return sorted(conn.execute(select(_RUNS.c.workflow).distinct()).scalars())
+
+
+# --------------------------------------------------------------------------- money
+
+
+def cost_groups(store: Store, by: Literal["model", "agent", "workflow", "day"] = "model", *,
+                since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Calls, tokens and cost grouped by ``model``, ``agent``, ``workflow`` or ``day``
+    (UTC ``YYYY-MM-DD`` of the call); by cost, highest first (``day``: oldest first).
+    ``since <= created < until`` when given. ValueError naming the valid groups."""
+    if by not in COST_GROUPS:
+        raise ValueError(f"cannot group costs by {by!r}; valid values: {', '.join(COST_GROUPS)}")
+    c = _CALLS.c
+    key = {"model": c.model, "agent": c.agent, "workflow": _RUNS.c.workflow, "day": day_of(c.created)}[by]
+    cost = func.sum(c.cost_usd)
+    q = select(
+        key.label(by), func.count(c.id).label("calls"), func.sum(c.input_tokens).label("input_tokens"),
+        func.sum(c.output_tokens).label("output_tokens"), func.sum(c.cached_tokens).label("cached_tokens"),
+        cost.label("cost_usd"),
+    ).select_from(_CALLS)
+    if by == "workflow":
+        q = q.join(_RUNS, _RUNS.c.flow_run_id == c.flow_run_id)
+    if since is not None:
+        q = q.where(c.created >= aware(since))
+    if until is not None:
+        q = q.where(c.created < aware(until))
+    q = q.group_by(key)
+    q = q.order_by(key.asc()) if by == "day" else q.order_by(cost.desc(), key.asc().nulls_last())
+    with store._read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [{by: row[by], "calls": int(row["calls"]), "input_tokens": int(row["input_tokens"] or 0),
+             "output_tokens": int(row["output_tokens"] or 0), "cached_tokens": int(row["cached_tokens"] or 0),
+             "cost_usd": float(row["cost_usd"] or 0.0)} for row in rows]
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
+    c = _RUNS.c
+    q = select(
+        func.count().label("runs"),
+        func.coalesce(func.sum(case((c.state == "COMPLETED", 1), else_=0)), 0).label("completed"),
+        func.coalesce(func.sum(case((c.state.in_(FINAL_RUN_STATES), 1), else_=0)), 0).label("finished"),
+        func.coalesce(func.sum(case((c.state == "RUNNING", 1), else_=0)), 0).label("running"),
+    )
+    if since is not None:
+        q = q.where(c.started >= since)
+    with store._read() as conn:
+        row = conn.execute(q).mappings().one()
+    return {k: int(row[k] or 0) for k in ("runs", "completed", "finished", "running")}
+
+
+def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
+    rows = cost_groups(store, "model", since=since)
+    out = {k: sum(r[k] for r in rows) for k in ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}
+    out["tokens"] = out["input_tokens"] + out["output_tokens"]
+    return out
+
+
+def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
+    """``{"recent": {...}, "all": {...}, "days": days}``; each has runs, completed,
+    finished, running, success_rate (completed / finished runs, None without any
+    finished run), calls, input/output/cached tokens, tokens and cost_usd.
+    "recent" counts runs started and calls made in the last ``days`` days."""
+    since = _now(now) - timedelta(days=days)
+    out: dict[str, Any] = {"days": days}
+    for name, bound in (("recent", since), ("all", None)):
+        counts: dict[str, Any] = _run_counts(store, bound)
+        counts["success_rate"] = counts["completed"] / counts["finished"] if counts["finished"] else None
+        out[name] = {**counts, **_call_totals(store, bound)}
+    return out
+
+
+def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per UTC day, oldest first, today included: ``day`` (a date), ``cost_usd``,
+    ``calls``, ``tokens``; days without calls are zeros. ``days=None``: from the first
+    day with a call (empty list for an empty ledger)."""
+    today = _now(now).date()
+    if days is None:
+        found = {str(r["day"]): r for r in cost_groups(store, "day")}
+        if not found:
+            return []
+        first = min(min(date.fromisoformat(d) for d in found), today)
+        days = (today - first).days + 1
+    else:
+        first = today - timedelta(days=days - 1)
+        found = {str(r["day"]): r for r in cost_groups(store, "day", since=datetime(first.year, first.month,
+                                                                                     first.day, tzinfo=UTC))}
+    out = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        r = found.get(day.isoformat(), {})
+        out.append({"day": day, "cost_usd": float(r.get("cost_usd", 0.0)), "calls": int(r.get("calls", 0)),
+                    "tokens": int(r.get("input_tokens", 0)) + int(r.get("output_tokens", 0))})
+    return out
+
+
+def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    """Successful provider calls genai-prices could not price (they count as $0):
+    ``{"calls": n, "models": [{"model", "calls", "input_tokens", "output_tokens"}]}``.
+    Cache hits and failed attempts are left out (they cost nothing anyway)."""
+    c = _CALLS.c
+    q = (select(c.model, func.count(c.id).label("calls"),
+                func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+                func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"))
+         .where(c.priced.is_(False), c.cached.is_(False), c.status == "ok")
+         .group_by(c.model).order_by(func.count(c.id).desc(), c.model))
+    if since is not None:
+        q = q.where(c.created >= since)
+    with store._read() as conn:
+        models = [{"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
+                   "output_tokens": int(r["output_tokens"])} for r in conn.execute(q).mappings()]
+    return {"calls": sum(m["calls"] for m in models), "models": models}
+
+
+# --------------------------------------------------------------------------- self-healing
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def breakers(store: Store) -> list[dict[str, Any]]:
+    """Every circuit breaker (one per provider endpoint), by key; times as epoch seconds."""
+    with store._read() as conn:
+        rows = conn.execute(select(_BREAKER_ROWS).order_by(_BREAKER_ROWS.c.key)).mappings().all()
+    return [{**dict(r), "retry_at": _epoch(r["retry_at"]), "opened_at": _epoch(r["opened_at"]),
+             "updated": _epoch(r["updated"])} for r in rows]
+
+
+def breaker_events(store: Store, key: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Breaker transitions, oldest first (the last ``limit``)."""
+    q = select(_BREAKERS).order_by(_BREAKERS.c.id.desc()).limit(limit)
+    if key is not None:
+        q = q.where(_BREAKERS.c.key == key)
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["created"] = iso(r["created"])
+    return rows[::-1]
+
+
+def dead_letters(store: Store, limit: int = 50, flow_run_id: str | None = None) -> list[dict[str, Any]]:
+    """Steps that failed for good (prompt and error redacted), newest first."""
+    q = select(_DEAD).order_by(_DEAD.c.id.desc()).limit(limit)
+    if flow_run_id is not None:
+        q = q.where(_DEAD.c.flow_run_id == flow_run_id)
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["created"] = iso(r["created"])
+    return rows
+
+
+def dead_letter(store: Store, letter_id: int) -> dict[str, Any] | None:
+    with store._read() as conn:
+        row = conn.execute(select(_DEAD).where(_DEAD.c.id == int(letter_id))).mappings().first()
+    if row is None:
+        return None
+    return {**dict(row), "created": iso(row["created"])}
+
+
+def limits(store: Store) -> list[dict[str, Any]]:
+    """The providers' limits (``orchestra limits``)."""
+    return store.list_limits()
+
+
+def health(store: Store, limit: int = 200) -> list[dict[str, Any]]:
+    """Health probes (``orchestra agents health``), newest first."""
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(
+            select(_HEALTH).order_by(_HEALTH.c.id.desc()).limit(limit)).mappings()]
+    for r in rows:
+        r["created"] = iso(r["created"])
+    return rows
