@@ -1,17 +1,21 @@
-"""Workflow definitions and their compilation onto Prefect.
+"""Workflows as Prefect flow runs.
 
-`flows.spec` is light (no Prefect import): validation and `orchestra validate`
-use it alone. `run_workflow` and the engine are imported on first use.
+Owns: the workflow definition (``flows.spec``: models, loading, ``/run-graph``,
+validation), sandboxed templates, the step kinds (``flows.steps``: agent, approval),
+the engine (``flows.engine``: one task run per step attempt) and the self-healing
+around each call (resilience, budgets, provider limits).
+
+Never: imports SQL or the app layer (``orchestra``, ``ledger``, ``dashboard``): the
+engine is handed a ledger that satisfies ``flows.ports.Ledger``. Importing
+``flows`` or ``flows.spec`` imports no Prefect.
 """
 
-from flows.spec import Workflow, WorkflowError, load_workflow, parse_workflow
-
-__all__ = ["Workflow", "WorkflowError", "load_workflow", "parse_workflow", "run_workflow"]
+__all__ = ["Workflow", "WorkflowError", "load_workflow", "parse_workflow"]
 
 
-def __getattr__(name):
-    if name == "run_workflow":
-        from flows.compile import run_workflow
+def __getattr__(name):  # `from flows import Workflow` in a Python workflow file
+    if name in __all__:
+        import flows.spec
 
-        return run_workflow
+        return getattr(flows.spec, name)
     raise AttributeError(name)

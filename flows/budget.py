@@ -13,7 +13,7 @@ The prompt's token count is bounded without a tokenizer: byte-level BPE tokenize
 (OpenAI's, Anthropic's) never make more tokens than UTF-8 bytes, so the bound is
 the prompt's and instruction's byte count plus a small per-message overhead. It
 is conservative (about 4x for English text). An agent without `max_tokens` gets
-`ORCHESTRA_BUDGET_MAX_TOKENS` (default 4096) as its cap while a budget applies,
+the `budget_max_tokens` setting (`ORCHESTRA_BUDGET_MAX_TOKENS`, default 4096) as its cap while a budget applies,
 so the worst case is a real bound. Models genai-prices does not know cost 0 and
 cannot be held to a budget.
 
@@ -25,16 +25,15 @@ are seen from their next run on. All checks are in-memory arithmetic.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
 from agents import pricing
 from agents.base import AgentConfig, parse_model
+from core.settings import settings
 
 MESSAGE_OVERHEAD_TOKENS = 16
-DEFAULT_CAP = 4096
 
 
 class BudgetExceeded(Exception):
@@ -42,10 +41,8 @@ class BudgetExceeded(Exception):
 
 
 def output_cap() -> int:
-    try:
-        return max(1, int(os.environ.get("ORCHESTRA_BUDGET_MAX_TOKENS", DEFAULT_CAP)))
-    except ValueError:
-        return DEFAULT_CAP
+    """The ``budget_max_tokens`` setting (``ORCHESTRA_BUDGET_MAX_TOKENS``, default 4096)."""
+    return settings().budget_max_tokens
 
 
 def prompt_token_bound(prompt: str, instruction: str | None = None) -> int:
@@ -66,14 +63,14 @@ class Budget:
     """The budgets of one run. ``limit`` None: no run budget."""
 
     def __init__(self, limit: float | None, *, label: str = "budget_usd", workflow: str = "",
-                 store: Any = None):
+                 ledger: Any = None):
         if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool)
                                   or math.isnan(limit) or limit < 0):
             raise ValueError(f"{label}: must be a number >= 0 (got {limit!r})")
         self.limit = float(limit) if limit is not None else None
         self.label = label
         self.workflow = workflow
-        self.store = store
+        self.ledger = ledger
         self.spent = 0.0
         self.reserved = 0.0
         self._daily_base: dict[str, float] = {}
@@ -128,7 +125,7 @@ class Budget:
                 self._daily_run[name] = self._daily_run.get(name, 0.0) + cost
 
     def _spent_today(self, agent: str) -> float:
-        if self.store is None or not hasattr(self.store, "spent_since"):
+        if self.ledger is None:
             return 0.0
         midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        return self.store.spent_since(agent, midnight)
+        return self.ledger.spent_since(agent, midnight)

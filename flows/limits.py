@@ -12,7 +12,7 @@ The limits live in the Orchestra store (`provider_limits`). How they are enforce
 * otherwise: a local limiter in this process (a semaphore per event loop and a
   token bucket of `rpm` tokens refilled at `rpm/60` per second).
 
-`ORCHESTRA_LIMITER=local|prefect` forces one of the two. A provider without limits
+The `limiter` setting (`ORCHESTRA_LIMITER=local|prefect`, default auto) forces one of the two. A provider without limits
 costs one dict lookup per call.
 """
 
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+from core.settings import settings
 
 
 def gcl_names(provider: str) -> tuple[str, str]:
@@ -40,8 +40,8 @@ def prefect_configured() -> bool:
 
 
 def mode() -> str:
-    forced = os.environ.get("ORCHESTRA_LIMITER", "").strip().lower()
-    if forced in ("local", "prefect"):
+    forced = settings().limiter
+    if forced != "auto":
         return forced
     return "prefect" if prefect_configured() else "local"
 
@@ -102,13 +102,13 @@ class Limiter:
             self._buckets = {p: _Bucket(rpm) for p, (_, rpm) in limits.items() if rpm}
             self._sems = weakref.WeakKeyDictionary()
 
-    async def refresh(self, store: Any) -> None:
-        """Re-read the limits from ``store`` (at the start of each run); in Prefect mode,
+    async def refresh(self, ledger: Any) -> None:
+        """Re-read the limits from ``ledger`` (at the start of each run); in Prefect mode,
         make sure the server has them."""
-        if store is None or not hasattr(store, "list_limits"):
+        if ledger is None:
             return
         try:
-            rows = store.list_limits()  # one small SELECT per run
+            rows = ledger.list_limits()  # one small SELECT per run
         except Exception:  # limits are politeness: never fail a run on them
             return
         self.set_limits(rows)

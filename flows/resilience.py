@@ -1,7 +1,8 @@
 """Self-healing around each provider call: circuit breakers, fallbacks, capability
 routing, provider limits, budgets and dead letters.
 
-The engine (`flows.compile`) calls in at a few points only:
+The engine (`flows.engine`) and the agent step kind (`flows.steps.agent`) call in at
+a few points only:
 
 * `begin_run` / `end_run` around a run: the run's budget, the breakers' shared
   backend (the store), the provider limits;
@@ -25,27 +26,29 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import agents
-from agents.base import AgentCallError, AgentConfig, default_model, parse_model
+from agents.base import AgentCallError, AgentConfig, default_model
 from agents.breaker import DENY, PROBE, BreakerOpen, Endpoint, breakers, endpoint
+from core.calls import CallRecord
+from core.settings import settings
 from flows.budget import Budget, BudgetExceeded
+from flows.errors import StepError
 from flows.limits import limiter
 
 log = logging.getLogger("orchestra.resilience")
 
-__all__ = ["begin_run", "end_run", "finish_run", "workflow_ref", "guarded_call", "with_fallbacks", "route", "record_dead_letters",
-           "remember_prompts", "attempt_timeout", "BudgetExceeded", "BreakerOpen"]
+__all__ = ["begin_run", "end_run", "finish_run", "workflow_ref", "guarded_call", "with_fallbacks", "route",
+           "record_dead_letters", "remember_prompts", "attempt_timeout", "BudgetExceeded", "BreakerOpen"]
 
 
 @dataclass
 class RunGuard:
     workflow: Any
-    store: Any
+    ledger: Any
     budget: Budget
     model_override: str | None = None
     registry: dict[str, AgentConfig] | None = None
@@ -101,31 +104,27 @@ class RunGuard:
 _guard: contextvars.ContextVar[RunGuard | None] = contextvars.ContextVar("orchestra_guard", default=None)
 
 
-def current() -> RunGuard | None:
-    return _guard.get()
-
-
-async def begin_run(wf: Any, store: Any, *, budget_usd: float | None = None,
+async def begin_run(wf: Any, ledger: Any, *, budget_usd: float | None = None,
                     model_override: str | None = None) -> contextvars.Token:
     """Set up one run. ``budget_usd`` (``--budget``) wins over the workflow's ``budget_usd``.
     ValueError for a budget that is not a number >= 0."""
     label = "--budget" if budget_usd is not None else "budget_usd"
     limit = budget_usd if budget_usd is not None else getattr(wf, "budget_usd", None)
-    budget = Budget(limit, label=label, workflow=getattr(wf, "name", ""), store=store)
+    budget = Budget(limit, label=label, workflow=getattr(wf, "name", ""), ledger=ledger)
     breakers.configure()
-    breakers.use_backend(store)
-    await limiter.refresh(store)
-    return _guard.set(RunGuard(workflow=wf, store=store, budget=budget, model_override=model_override))
+    breakers.use_backend(ledger)
+    await limiter.refresh(ledger)
+    return _guard.set(RunGuard(workflow=wf, ledger=ledger, budget=budget, model_override=model_override))
 
 
 def end_run(token: contextvars.Token) -> None:
     _guard.reset(token)
 
 
-def finish_run(token: contextvars.Token, store: Any, flow_run_id: str, wf: Any, reports: dict[str, Any]) -> None:
+def finish_run(token: contextvars.Token, ledger: Any, flow_run_id: str, wf: Any, reports: dict[str, Any]) -> None:
     """The end of a run: keep its dead letters, drop the guard."""
     try:
-        record_dead_letters(store, flow_run_id, wf, reports)
+        record_dead_letters(ledger, flow_run_id, wf, reports)
     finally:
         end_run(token)
 
@@ -163,12 +162,6 @@ def attempt_timeout(timeout: float | None, agent: AgentConfig) -> float | None:
 
 class _CircuitOpen(Exception):
     """Raised by guarded_call for a refused call; with_fallbacks turns it into a StepError."""
-
-
-def _step_error(message: str, transient: bool) -> Exception:
-    from flows.compile import StepError
-
-    return StepError(message, transient=transient)
 
 
 async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout: float | None = None,
@@ -250,12 +243,10 @@ async def with_fallbacks(call_one: Callable[[AgentConfig, str], Awaitable[tuple[
         try:
             result, outcome = await call_one(config, model)
         except _CircuitOpen as exc:
-            raise _step_error(str(exc), True) from None
+            raise StepError(str(exc), transient=True) from None
         except BudgetExceeded as exc:
-            raise _step_error(str(exc), False) from None
+            raise StepError(str(exc), transient=False) from None
         return config, model, result, outcome
-    from flows.compile import StepError
-
     failures: list[str] = []
     transient = False
     for i, (agent, agent_model) in enumerate([(config, model), *chain]):
@@ -275,7 +266,6 @@ async def with_fallbacks(call_one: Callable[[AgentConfig, str], Awaitable[tuple[
             continue
         if i:
             log.info("step %s: fallback agent %s answered for %s", step, agent.name, config.name)
-            outcome = {**outcome, "fallback_for": config.name}
         return agent, agent_model, result, outcome
     names = " -> ".join([config.name] + [a.name for a, _ in chain])
     raise StepError(f"step '{step}': every agent failed ({names}): " + "; ".join(failures), transient=transient)
@@ -291,13 +281,13 @@ async def route(wf: Any, step: Any, registry: dict | None, run: Any = None) -> A
 
     guard = _guard.get()
     if guard is None:  # outside a run (e.g. tests of resolution): a throwaway guard
-        guard = RunGuard(workflow=wf, store=None, budget=Budget(None))
+        guard = RunGuard(workflow=wf, ledger=None, budget=Budget(None))
     if registry is not None and guard.registry is None:
         guard.registry = registry
     spec = step.agent
     agents = routing.capable(guard.all_agents(), spec.capabilities)
     if not agents:
-        raise _step_error(f"step '{step.id}': no agent has the capabilities {', '.join(spec.capabilities)}", False)
+        raise StepError(f"step '{step.id}': no agent has the capabilities {', '.join(spec.capabilities)}")
     candidates = []
     for agent in agents:
         model = guard.model_for(agent)
@@ -306,8 +296,8 @@ async def route(wf: Any, step: Any, registry: dict | None, run: Any = None) -> A
     if strategy == "cheapest":
         for c in candidates:
             c.price = routing.reference_price(c.model)
-    elif strategy in ("fastest", "least_loaded", "round_robin") and guard.store is not None:
-        stats = guard.store.agent_stats([c.name for c in candidates], window_s=_load_window())
+    elif strategy in ("fastest", "least_loaded", "round_robin") and guard.ledger is not None:
+        stats = guard.ledger.agent_stats([c.name for c in candidates], window_s=settings().routing_window)
         for c in candidates:
             s = stats.get(c.name, {})
             c.latency_ms, c.load, c.last_call_id = s.get("latency_ms"), s.get("recent_calls", 0), s.get("last_call_id")
@@ -319,41 +309,30 @@ async def route(wf: Any, step: Any, registry: dict | None, run: Any = None) -> A
     return pick.agent
 
 
-def _load_window() -> float:
-    try:
-        return float(os.environ.get("ORCHESTRA_ROUTING_WINDOW", "300"))
-    except ValueError:
-        return 300.0
-
-
 async def _ask_router(step: Any, candidates: list, run: Any):
-    """`strategy: llm`: one plain call to the router model (``ORCHESTRA_ROUTER_MODEL``, else
-    the default model), recorded in the ledger as step ``<id>:route``."""
-    from datetime import datetime, timezone
-
+    """`strategy: llm`: one plain call to the router model (the ``router_model`` setting,
+    else the default model), recorded in the ledger as step ``<id>:route``."""
     from agents import routing
 
     pool = [c for c in candidates if not c.open] or candidates
     task = step.prompt or ""  # the step's prompt template: routing happens before it is rendered
-    model = os.environ.get("ORCHESTRA_ROUTER_MODEL") or default_model()
+    model = settings().router_model or default_model()
     router = AgentConfig(name="router", model=model, max_tokens=20,
                          instruction="Answer with exactly one agent name from the list.")
     prompt = routing.router_prompt(pool, task, step.agent.capabilities)
-    row = {"step": f"{step.id}:route", "agent": "router", "provider": parse_model(model)[0], "model": model,
-           "attempt": 1, "cached": False}
+    where = {"flow_run_id": run.flow_run_id if run is not None else "", "step": f"{step.id}:route",
+             "attempt": 1, "agent": "router", "purpose": "route"}
+    started = time.perf_counter()
     try:
         result = await guarded_call(router, prompt, model=model, timeout=60, step=step.id)
     except (AgentCallError, _CircuitOpen, BudgetExceeded) as exc:
         if run is not None and isinstance(exc, AgentCallError):
-            run.record(**row, status="error", error=exc.message, latency_ms=0.0, input_tokens=0,
-                       output_tokens=0, cached_tokens=0, cost_usd=0.0, priced=False,
-                       created=datetime.now(timezone.utc))
+            run.record(CallRecord.from_error(exc.message, model=model, **where,
+                                             latency_ms=(time.perf_counter() - started) * 1000))
         log.warning("step %s: the router failed (%s); taking the first candidate", step.id, exc)
         return pool[0] if pool else candidates[0]
     if run is not None:
-        run.record(**row, status="ok", error=None, latency_ms=result.latency_ms,
-                   input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-                   cached_tokens=result.cached_tokens, cost_usd=result.cost_usd, priced=result.priced)
+        run.record(CallRecord.from_result(result, **where))
     return routing.parse_choice(result.output, pool)
 
 
@@ -361,9 +340,9 @@ async def _ask_router(step: Any, candidates: list, run: Any):
 # dead letters
 
 
-def record_dead_letters(store: Any, flow_run_id: str, wf: Any, reports: dict[str, Any]) -> int:
+def record_dead_letters(ledger: Any, flow_run_id: str, wf: Any, reports: dict[str, Any]) -> int:
     """Keep every step that failed for good; returns how many were written."""
-    if store is None or not hasattr(store, "add_dead_letter"):
+    if ledger is None:
         return 0
     guard = _guard.get()
     written = 0
@@ -376,7 +355,7 @@ def record_dead_letters(store: Any, flow_run_id: str, wf: Any, reports: dict[str
         else:
             prompt = None
         try:
-            store.add_dead_letter(flow_run_id=flow_run_id, workflow=wf.name, step=sid, agent=report.agent,
+            ledger.add_dead_letter(flow_run_id=flow_run_id, workflow=wf.name, step=sid, agent=report.agent,
                                   model=report.model, prompt=prompt, error=report.error or "failed",
                                   attempts=report.attempts)
             written += 1

@@ -4,39 +4,47 @@ approves or rejects it.
 The pause is Prefect's (`apause_flow_run(wait_for_input=...)`): the flow run goes to
 PAUSED and the Prefect UI shows the message and a form (`approved`, `reason`);
 `orchestra approve RUN_ID [--reject --reason ...]` answers the same form. Approved:
-the step goes on (a step with no `prompt` is a pure gate and completes with the
-reason, or "approved"). Rejected, or no answer within `timeout` seconds: the step
-fails with that reason, so the run fails. Steps already running elsewhere in the
-graph keep running during the pause.
+the step completes with the reason, or "approved". Rejected, or no answer within
+`timeout` seconds: the step fails with that reason, so the run fails. Steps already
+running elsewhere in the graph keep running during the pause. The step runs in the
+flow itself (a pause of the flow run), not as a task run.
 
 Pausing needs a Prefect server that another process can reach: in Prefect's
 ephemeral mode a run with an approval step fails before anything is written.
-`ORCHESTRA_APPROVAL_POLL` sets how often (seconds) the paused run checks for an
-answer (default 5).
+The `approval_poll` setting (`ORCHESTRA_APPROVAL_POLL`) sets how often (seconds)
+the paused run checks for an answer (default 5).
 """
 
 from __future__ import annotations
 
 import math
-import os
-
-import anyio
 from typing import Any
 from uuid import UUID
 
-from prefect.input import RunInput
+import functools
 
-from flows import templates
+import anyio
+
+from core.settings import settings
+from flows import progress, templates
+from flows.errors import StepError
+from flows.steps.base import BaseKind, Prepared, StepContext
 
 
 PAUSE_GRACE = 60  # seconds the server keeps a pause open after our own deadline
 
 
-class ApprovalInput(RunInput):
-    """The form of a paused approval step."""
+@functools.cache
+def approval_input() -> type:
+    """The form of a paused approval step (a Prefect ``RunInput``; made on first use, so
+    that validating a workflow imports no Prefect)."""
+    from prefect.input import RunInput
 
-    approved: bool = True
-    reason: str = ""
+    class ApprovalInput(RunInput):
+        approved: bool = True
+        reason: str = ""
+
+    return ApprovalInput
 
 
 def approval_steps(wf: Any) -> list[str]:
@@ -57,22 +65,30 @@ def no_server_problem(wf: Any) -> str | None:
             "`orchestra` starts its local server)")
 
 
-def _poll() -> float:
-    try:
-        return max(0.1, float(os.environ.get("ORCHESTRA_APPROVAL_POLL", "5")))
-    except ValueError:
-        return 5.0
+class ApprovalKind(BaseKind):
+    name = "approval"
+    outputs = ("output",)
+
+    def validate(self, step: Any, wf: Any, registry: dict[str, Any]) -> list[str]:
+        problems = []
+        for field in ("agent", "for_each", "output_schema"):
+            if getattr(step, field) is not None:
+                problems.append(f"step '{step.id}': {field}: not allowed on an approval step (it calls no agent)")
+        return problems
+
+    def templates(self, step: Any) -> list[tuple[str, str]]:
+        return [("approval.message", step.approval.message)]
+
+    async def prepare(self, step: Any, ctx: StepContext) -> Prepared:
+        return Prepared(done=True, output=await gate(step, ctx.values))
 
 
-async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
-    """Pause for ``step``'s approval. True when the step is a pure gate and is now done;
-    False when its agent call should follow. Raises the engine's StepError on a
-    rejection or a timeout."""
+async def gate(step: Any, context: dict) -> str:
+    """Pause for ``step``'s approval; the approver's reason (or "approved"). Raises
+    StepError on a rejection or a timeout."""
     from prefect import get_run_logger
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import apause_flow_run
-
-    from flows.compile import StepError, _notify
 
     spec = step.approval
     try:
@@ -86,28 +102,22 @@ async def gate(step: Any, context: dict, report: Any, outputs: dict) -> bool:
     logger = get_run_logger()
     logger.warning("step %s waits for approval: %s -- approve in the Prefect UI or with `orchestra approve %s` "
                    "(or `--reject --reason ...`)", step.id, message, run_id)
-    _notify(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
-    form = ApprovalInput.with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
+    progress.notify(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
+    form = approval_input().with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
     timeout = spec.timeout
     try:
         # Our deadline, not Prefect's: once a pause expires on the server, the run can only
         # go to a Failed state of the server's making, and this step's reason would be lost.
         with anyio.fail_after(timeout):
             answer = await apause_flow_run(wait_for_input=form, timeout=int(math.ceil(timeout)) + PAUSE_GRACE,
-                                           poll_interval=_poll(), key=f"approval-{step.id}")
+                                           poll_interval=settings().approval_poll, key=f"approval-{step.id}")
     except (TimeoutError, FlowPauseTimeout):
         await _back_to_running()
         raise StepError(f"step '{step.id}': approval timed out after {timeout:g} s (nobody approved: {message})") from None
     if not answer.approved:
         raise StepError(f"step '{step.id}': rejected by the approver: {answer.reason or 'no reason given'}")
     logger.info("step %s approved%s", step.id, f": {answer.reason}" if answer.reason else "")
-    if step.prompt is not None:
-        return False
-    report.state = "COMPLETED"
-    report.output = answer.reason or "approved"
-    outputs[step.id] = {"output": report.output}
-    _notify(step.id, "COMPLETED", report.as_dict())
-    return True
+    return answer.reason or "approved"
 
 
 async def _back_to_running() -> None:

@@ -1,0 +1,70 @@
+"""The state of one run, shared by its steps (a context variable of the flow's loop).
+
+``RunState.record`` is the one way a call reaches the ledger: the row goes to the
+run's own list (for its report), to the ledger it was given, and, for a provider
+attempt, out as an ``orchestra.agent.call`` Prefect event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.calls import CallRecord
+
+__all__ = ["RunState", "current_run", "set_run", "reset_run"]
+
+
+@dataclass
+class RunState:
+    flow_run_id: str
+    workflow: str
+    ledger: Any  # flows.ports.Ledger, or None
+    model_override: str | None = None
+    calls: list[CallRecord] = field(default_factory=list)
+    registry: dict[str, Any] | None = None
+
+    def record(self, call: CallRecord) -> None:
+        self.calls.append(call)
+        if self.ledger is not None:
+            self.ledger.record_call(call)
+        if not call.cached:
+            _emit_call_event(self.workflow, call)
+
+    def agents(self) -> dict[str, Any]:
+        """agents/*.yaml, loaded once per run."""
+        if self.registry is None:
+            from agents.registry import load_registry
+
+            self.registry = load_registry()
+        return self.registry
+
+
+def _emit_call_event(workflow: str, call: CallRecord) -> None:
+    """``orchestra.agent.call`` for every attempt (Prefect relates it to the task run)."""
+    from prefect.events import emit_event
+
+    agent = call.agent or "default"
+    emit_event(
+        event="orchestra.agent.call",
+        resource={"prefect.resource.id": f"orchestra.agent.{agent}", "prefect.resource.name": agent},
+        related=[{"prefect.resource.id": f"orchestra.workflow.{workflow}", "prefect.resource.role": "workflow",
+                  "prefect.resource.name": workflow}],
+        payload=call.event_payload(),
+    )
+
+
+_current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("orchestra_run", default=None)
+
+
+def current_run() -> RunState | None:
+    return _current.get()
+
+
+def set_run(run: RunState) -> contextvars.Token:
+    return _current.set(run)
+
+
+def reset_run(token: contextvars.Token) -> None:
+    _current.reset(token)
