@@ -1,6 +1,6 @@
 """Load: N deployment runs of code-review submitted at once, through Prefect's REST API.
 
-By default it brings up everything on this machine, as tests/test_load.py does:
+By default it brings up everything on this machine, as tests/server/test_load.py does:
 `prefect server start` (SQLite) in a temporary PREFECT_HOME, the `orchestra`
 process work pool, `prefect deploy` of the code-review deployment, the OpenAI
 wire fake at a fixed latency, and process workers. Then it submits N runs of
@@ -9,7 +9,7 @@ the summary) with `model: openai:gpt-4.1-mini` against the fake, no result
 cache, a different `code` input per run, and waits for all of them.
 
     python bench/load.py                          # 20 runs, 200 ms fake latency, 1 worker, SQLite
-    python bench/load.py --database postgres --limit 4   # as tests/test_load.py runs it
+    python bench/load.py --database postgres --limit 4   # as tests/server/test_load.py runs it
     python bench/load.py --runs 40 --workers 2 --limit 4
     python bench/load.py --api http://127.0.0.1:4200/api   # a server of yours: its deployment
                                                   # run_workflow/code-review and its workers
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.prefect_stack import Api, Stack, start_stack  # noqa: E402
+from tests.support.prefect_stack import Api, Stack, start_stack  # noqa: E402
 
 MODEL = "openai:gpt-4.1-mini"
 STEPS = 4  # code-review: security, correctness, style -> summary
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="flow runs at once per worker (prefect worker --limit)")
     p.add_argument("--concurrency", type=int, default=1, help="parallel POSTs while submitting (1: back to back)")
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
-                   help="the Prefect server's database (postgres: a throw-away cluster, see tests/pg.py)")
+                   help="the Prefect server's database (postgres: a throw-away cluster, see tests/support/pg.py)")
     p.add_argument("--model", default=MODEL)
     p.add_argument("--api", help="use this Prefect server (its deployment and workers) instead of starting one")
     p.add_argument("--timeout", type=float, default=900.0)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         server_env = None
         if args.database == "postgres":
-            from tests.pg import create_database, postgres_unavailable_reason, postgres_url
+            from tests.support.pg import create_database, postgres_unavailable_reason, postgres_url
 
             pg = postgres_url()
             if pg is None:

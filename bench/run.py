@@ -137,7 +137,7 @@ def set_latency(url: str, latency_ms: int) -> None:
 
 
 async def measure(names: list[str], latency_ms: int, repeats: int, url: str) -> dict:
-    from flows.compile import run_workflow
+    from orchestra.flow import run_workflow
 
     results = {}
     for name in names:
@@ -191,12 +191,12 @@ def main() -> int:
         args.only = args.only or ["wide", "chain"]
     names = args.only or list(WORKLOADS)
 
-    from services import runtime
+    from orchestra import runtime
 
     os.environ.setdefault("ORCHESTRA_HOME", str(ROOT / ".orchestra-bench"))
     runtime.configure(quiet_console=True)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from services import prefect_server
+    from orchestra import prefect_server
 
     prefect_server.ensure(echo=print)
     fake, url = start_fake(args.latency_ms)

@@ -1,7 +1,7 @@
 """Orchestra dashboard: ``streamlit run dashboard/app.py`` (or ``orchestra dashboard``).
 
 The pages in ``dashboard/views/`` are thin: they read widgets, call
-``services.dashboard_data`` through the cached readers of ``dashboard.ui`` and
+``dashboard.data`` through the cached readers of ``dashboard.ui`` and
 render with Streamlit and plotly.
 """
 
@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the pat
 
 import streamlit as st  # noqa: E402
 
-from services.runtime import configure  # noqa: E402
+from orchestra.runtime import configure  # noqa: E402
 
 configure()  # Prefect's defaults, before anything imports Prefect
 

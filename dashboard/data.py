@@ -1,12 +1,13 @@
-"""What the dashboard shows, as plain data: thin functions over the ledger, the agent
-registry, the environment and the Prefect API.
+"""What the dashboard shows, as plain data: ``ledger.queries`` composed with the agent
+registry, the settings, the environment and the Prefect API. No SQL, no file writes
+(agent edits go through ``agents.registry.save_agent``).
 
 The Streamlit pages (``dashboard/``) only render what these functions return; every
 function here works without Streamlit, so it is unit-tested on a seeded ledger.
 
 * Every value is display-ready: no secret (only "set"/"not set" and where it came
   from), URLs with their passwords masked, free text passed through
-  :func:`services.redact.redact`.
+  :func:`core.redact.redact`.
 * An empty ledger gives empty lists and zeros, never an exception.
 * Nothing here imports Prefect: the Prefect API is read over HTTP (two requests, a
   short timeout, no retries), so the dashboard starts fast and fails soft.
@@ -21,20 +22,20 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from pydantic import ValidationError
-from sqlalchemy import case, func, select
 
-from services.models import FINAL_RUN_STATES, RUN_STATES, Call, Run
-from services.redact import redact, redact_url
-from services.store import COST_GROUPS, Store, get_store
+from agents.providers import SPECS
+from core.redact import redact, redact_url
+from core.settings import settings
+from ledger import queries
+from ledger.queries import COST_GROUPS, RUN_STATES
+from ledger.store import Store, get_store
 
 __all__ = [
     "AgentFormError",
@@ -69,8 +70,6 @@ __all__ = [
 ]
 
 UTC = timezone.utc
-_RUNS = Run.__table__
-_CALLS = Call.__table__
 NO_AGENT = "(no agent)"
 NO_WORKFLOW = "(unknown workflow)"
 # slug -> (display name, what it holds); the four types `prefect block register -m blocks` registers
@@ -93,14 +92,19 @@ _SAFE_BLOCK_FIELDS = {
 
 
 def store_for(url: str | None = None) -> Store:
-    """The process-wide Store of ``url`` (default: ``$ORCHESTRA_DB_URL`` or the local SQLite)."""
+    """The process-wide ledger of ``url`` (default: the app's, ``orchestra.runtime.ledger()``)."""
+    if url is None:
+        from orchestra.runtime import ledger
+
+        return ledger()
     return get_store(url)
 
 
 def ledger_key() -> str:
     """A string that changes when the ledger the dashboard reads changes (a cache key;
     it may hold a password, so it is never shown)."""
-    return os.environ.get("ORCHESTRA_DB_URL", "") + "|" + os.environ.get("ORCHESTRA_HOME", "")
+    current = settings()
+    return f"{current.db_url or ''}|{current.store_block or ''}|{current.home}"
 
 
 def _now(now: datetime | None) -> datetime:
@@ -125,87 +129,14 @@ def _first_line(text: str | None, limit: int = 160) -> str | None:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _read(store: Store):
-    """A read connection on the store, after this process's queued calls are written."""
-    store._sync_reads()
-    return store._connect()
-
-
-# --------------------------------------------------------------------------- overview
-
-
-def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
-    c = _RUNS.c
-    q = select(
-        func.count().label("runs"),
-        func.coalesce(func.sum(case((c.state == "COMPLETED", 1), else_=0)), 0).label("completed"),
-        func.coalesce(func.sum(case((c.state.in_(FINAL_RUN_STATES), 1), else_=0)), 0).label("finished"),
-        func.coalesce(func.sum(case((c.state == "RUNNING", 1), else_=0)), 0).label("running"),
-    )
-    if since is not None:
-        q = q.where(c.started >= since)
-    with _read(store) as conn:
-        row = conn.execute(q).mappings().one()
-    return {k: int(row[k] or 0) for k in ("runs", "completed", "finished", "running")}
-
-
-def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
-    rows = store.costs("model", since=since)
-    totals = {
-        "calls": sum(r["calls"] for r in rows),
-        "input_tokens": sum(r["input_tokens"] for r in rows),
-        "output_tokens": sum(r["output_tokens"] for r in rows),
-        "cached_tokens": sum(r["cached_tokens"] for r in rows),
-        "cost_usd": sum(r["cost_usd"] for r in rows),
-    }
-    totals["tokens"] = totals["input_tokens"] + totals["output_tokens"]
-    return totals
-
-
 def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
-    """``{"recent": {...}, "all": {...}, "days": days}``; each has runs, completed,
-    finished, running, success_rate (completed / finished runs, None without any
-    finished run), calls, input/output/cached tokens, tokens and cost_usd.
-
-    "recent" counts runs started and calls made in the last ``days`` days."""
-    since = _now(now) - timedelta(days=days)
-    out: dict[str, Any] = {"days": days}
-    for name, bound in (("recent", since), ("all", None)):
-        counts = _run_counts(store, bound)
-        counts["success_rate"] = counts["completed"] / counts["finished"] if counts["finished"] else None
-        out[name] = {**counts, **_call_totals(store, bound)}
-    return out
+    """``ledger.queries.kpis``: runs, success rate, calls, tokens and cost, recent and all time."""
+    return queries.kpis(store, days=days, now=now)
 
 
 def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One row per UTC day, oldest first, today included: ``day`` (a date), ``cost_usd``,
-    ``calls``, ``tokens``; days without calls are zeros (a bar chart shows the gaps).
-
-    ``days``: the last ``days`` days; None: from the first day with a call (empty
-    list for an empty ledger)."""
-    today = _now(now).date()
-    if days is None:
-        found = {str(r["day"]): r for r in store.costs("day")}
-        if not found:
-            return []
-        first = min(date.fromisoformat(d) for d in found)
-        first = min(first, today)
-        days = (today - first).days + 1
-    else:
-        first = today - timedelta(days=days - 1)
-        since = datetime(first.year, first.month, first.day, tzinfo=UTC)
-        found = {str(r["day"]): r for r in store.costs("day", since=since)}
-    out = []
-    for i in range(days):
-        day = first + timedelta(days=i)
-        r = found.get(day.isoformat(), {})
-        out.append({
-            "day": day,
-            "cost_usd": float(r.get("cost_usd", 0.0)),
-            "calls": int(r.get("calls", 0)),
-            "tokens": int(r.get("input_tokens", 0)) + int(r.get("output_tokens", 0)),
-        })
-    return out
+    """``ledger.queries.cost_per_day``: one row per UTC day, zeros for days without calls."""
+    return queries.cost_per_day(store, days=days, now=now)
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -228,18 +159,18 @@ def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recent_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
-    return run_rows(store.list_runs(limit=limit))
+    return run_rows(queries.runs(store, limit=limit))
 
 
 def top_workflow(store: Store) -> dict[str, Any] | None:
     """The workflow that cost the most (all time), or None without calls."""
-    rows = store.costs("workflow")
+    rows = queries.cost_groups(store, "workflow")
     return rows[0] if rows else None
 
 
 def example_workflow() -> str:
     """A shipped workflow to suggest on an empty ledger (a path relative to the repository)."""
-    from services.runtime import REPO_ROOT, workflows_dir
+    from orchestra.runtime import REPO_ROOT, workflows_dir
 
     folder = workflows_dir()
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
@@ -257,54 +188,22 @@ def example_workflow() -> str:
 
 def run_filters(store: Store) -> dict[str, list[str]]:
     """The workflows in the ledger (sorted) and the run states."""
-    with _read(store) as conn:
-        workflows = sorted(conn.execute(select(_RUNS.c.workflow).distinct()).scalars())
-    return {"workflows": workflows, "states": list(RUN_STATES)}
+    return {"workflows": queries.run_workflows(store), "states": list(RUN_STATES)}
 
 
 def list_runs(store: Store, *, workflow: str | None = None, state: str | None = None,
               limit: int = 200) -> list[dict[str, Any]]:
-    return run_rows(store.list_runs(limit=limit, workflow=workflow or None, state=state or None))
-
-
-def _step_rows(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    steps: dict[str, dict[str, Any]] = {}
-    for c in calls:
-        s = steps.setdefault(c["step"], {
-            "step": c["step"], "agent": c["agent"], "model": c["model"], "status": "ok",
-            "attempts": 0, "errors": 0, "cached": False, "input_tokens": 0, "output_tokens": 0,
-            "cached_tokens": 0, "cost_usd": 0.0, "latency_ms": 0.0, "last_error": None,
-        })
-        s["agent"], s["model"] = c["agent"] or s["agent"], c["model"]  # the last attempt's
-        if c["cached"]:
-            s["cached"] = True
-        else:
-            s["attempts"] += 1
-        s["input_tokens"] += c["input_tokens"]
-        s["output_tokens"] += c["output_tokens"]
-        s["cached_tokens"] += c["cached_tokens"]
-        s["cost_usd"] += c["cost_usd"]
-        s["latency_ms"] += c["latency_ms"]
-        if c["status"] == "error":
-            s["errors"] += 1
-            s["last_error"] = _first_line(c["error"])
-        s["status"] = c["status"]  # how the step's last attempt ended
-    for s in steps.values():
-        if s["cached"] and s["attempts"] == 0:
-            s["status"] = "cached"
-    return list(steps.values())
+    return run_rows(queries.runs(store, limit=limit, workflow=workflow or None, state=state or None))
 
 
 def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     """``{"run", "inputs", "steps", "calls", "dead_letters"}`` of one run, or None.
 
-    ``steps``: one row per step (in the order the steps first called a provider):
-    agent, model, status of its last attempt ("ok", "error", "cached"), attempts
-    (provider attempts, cache hits excluded), errors, cached, tokens, cost_usd,
-    latency_ms (summed over the attempts), last_error.
+    ``steps``: one row per step, ``ledger.queries.run_steps`` (attempts counted by the
+    engine's rule: repairs, router calls and cache hits are not attempts).
     ``calls``: every attempt. ``inputs``: ``[{"input", "value"}]`` (values as text).
     """
-    run = store.get_run(flow_run_id)
+    run = queries.run(store, flow_run_id)
     if run is None:
         return None
     calls = run.pop("calls")
@@ -319,23 +218,22 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     call_rows = [
         {
             "#": i + 1, "step": c["step"], "attempt": c["attempt"], "agent": c["agent"], "model": c["model"],
-            "status": "cached" if c["cached"] else c["status"], "input_tokens": c["input_tokens"],
+            "status": "cached" if c["cached"] else c["status"], "purpose": c["purpose"],
+            "input_tokens": c["input_tokens"],
             "output_tokens": c["output_tokens"], "cached_tokens": c["cached_tokens"],
             "cost_usd": c["cost_usd"], "priced": c["priced"], "latency_ms": c["latency_ms"],
             "cached": c["cached"], "error": _first_line(c["error"], 300), "created": _parse(c["created"]),
         }
         for i, c in enumerate(calls)
     ]
-    try:
-        letters = store.list_dead_letters(limit=50, flow_run_id=flow_run_id)
-    except Exception:  # an older store without the resilience tables
-        letters = []
+    letters = queries.dead_letters(store, limit=50, flow_run_id=flow_run_id)
     dead = [
         {"step": d["step"], "agent": d["agent"], "model": d["model"], "attempts": d["attempts"],
          "error": _first_line(d["error"], 300), "created": _parse(d["created"])}
         for d in letters
     ]
-    return {"run": run, "inputs": inputs, "steps": _step_rows(calls), "calls": call_rows, "dead_letters": dead}
+    steps = [{**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)]
+    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "dead_letters": dead}
 
 
 # --------------------------------------------------------------------------- Prefect links
@@ -365,7 +263,7 @@ def ui_from_api(api_url: str) -> str:
 
 def _local_server() -> dict | None:
     try:
-        from services import prefect_server
+        from orchestra import prefect_server
 
         return prefect_server.status()
     except Exception:
@@ -410,7 +308,7 @@ def flow_run_url(flow_run_id: str, ui_url: str | None) -> str | None:
 def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
     """``store.costs(by)`` with a printable key in ``label`` (a missing agent is
     "(no agent)") and ``tokens`` (input + output)."""
-    rows = store.costs(by, since=since)  # ValueError names the valid groups
+    rows = queries.cost_groups(store, by, since=since)  # ValueError names the valid groups
     blank = {"agent": NO_AGENT, "workflow": NO_WORKFLOW}.get(by, "(none)")
     for r in rows:
         r["label"] = str(r[by]) if r[by] not in (None, "") else blank
@@ -419,27 +317,8 @@ def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[d
 
 
 def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
-    """Successful provider calls that genai-prices could not price (they count as $0):
-    ``{"calls": n, "models": [{"model", "calls", "input_tokens", "output_tokens"}]}``.
-    Cache hits and failed attempts are left out (they cost nothing anyway)."""
-    c = _CALLS.c
-    q = (
-        select(c.model, func.count(c.id).label("calls"),
-               func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
-               func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"))
-        .where(c.priced.is_(False), c.cached.is_(False), c.status == "ok")
-        .group_by(c.model)
-        .order_by(func.count(c.id).desc(), c.model)
-    )
-    if since is not None:
-        q = q.where(c.created >= since)
-    with _read(store) as conn:
-        models = [
-            {"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
-             "output_tokens": int(r["output_tokens"])}
-            for r in conn.execute(q).mappings()
-        ]
-    return {"calls": sum(m["calls"] for m in models), "models": models}
+    """``ledger.queries.unpriced``: successful calls genai-prices could not price."""
+    return queries.unpriced(store, since=since)
 
 
 # --------------------------------------------------------------------------- agents
@@ -454,24 +333,18 @@ def agents_dir(path: str | Path | None = None) -> Path:
     return AGENTS_DIR
 
 
-def _agent_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
 def agent_rows(folder: str | Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """``(agents, problems)``: one row per agent file that loads (name, description,
     model, capabilities, fallback, credentials block name, daily budget, file) and one
     message per file that does not (a broken file never hides the others)."""
     from agents.base import default_model
-    from agents.registry import load_agent
+    from agents.registry import agent_files, load_agent
 
     folder = agents_dir(folder)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     seen: dict[str, str] = {}
-    for path in _agent_files(folder):
+    for path in agent_files(folder):
         try:
             a = load_agent(path)
         except ValueError as exc:
@@ -496,10 +369,7 @@ def agent_rows(folder: str | Path | None = None) -> tuple[list[dict[str, Any]], 
 
 def breaker_rows(store: Store) -> list[dict[str, Any]]:
     """Circuit breakers, one per provider endpoint (model @ base URL)."""
-    try:
-        rows = store.list_breakers()
-    except Exception:
-        return []
+    rows = queries.breakers(store)
 
     def ts(epoch: float | None) -> datetime | None:
         return datetime.fromtimestamp(epoch, UTC) if epoch else None
@@ -514,10 +384,7 @@ def breaker_rows(store: Store) -> list[dict[str, Any]]:
 
 def health_rows(store: Store) -> list[dict[str, Any]]:
     """The latest health check of each agent (``orchestra agents health``), by agent name."""
-    try:
-        checks = store.list_health(limit=500)  # newest first
-    except Exception:
-        return []
+    checks = queries.health(store, limit=500)  # newest first
     latest: dict[str, dict[str, Any]] = {}
     for h in checks:
         latest.setdefault(h["agent"], {
@@ -549,9 +416,9 @@ def agent_form_values(name: str | None, folder: str | Path | None = None) -> dic
     values["fallback"] = []
     if not name:
         return values
-    from agents.registry import load_agent
+    from agents.registry import agent_file, load_agent
 
-    path = _file_of(name, agents_dir(folder))
+    path = agent_file(name, agents_dir(folder))
     if path is None:
         return values
     a = load_agent(path)
@@ -564,26 +431,6 @@ def agent_form_values(name: str | None, folder: str | Path | None = None) -> dic
         else:
             values[f] = "" if v is None else str(v)
     return values
-
-
-def _file_of(name: str, folder: Path) -> Path | None:
-    """The file that defines agent ``name`` (its ``name:`` field or its stem)."""
-    for path in _agent_files(folder):
-        if path.stem == name:
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, OSError, UnicodeDecodeError):
-                return path
-            if not isinstance(data, dict) or data.get("name") in (None, name):
-                return path
-    for path in _agent_files(folder):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("name") == name:
-            return path
-    return None
 
 
 def _split(text: Any) -> list[str]:
@@ -642,68 +489,28 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
 
 def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
                overwrite: bool = False) -> Path:
-    """Validate the form's values as an ``agents.base.AgentConfig`` and write
-    ``<folder>/<name>.yaml`` (or the file that already defines the agent) atomically:
-    a temporary file in the same folder, fsynced, then renamed over the target, so
-    readers see the old file or the new one, never half of one.
+    """Validate the form's values as an ``agents.base.AgentConfig`` and save it with the
+    registry's own ``agents.registry.save_agent`` (atomic; a file's leading comment kept).
 
     ``overwrite=False`` refuses an agent that already exists.  Raises
-    :class:`AgentFormError` naming each bad field; nothing is written then.
-    A comment block at the top of an existing file is kept."""
+    :class:`AgentFormError` naming each bad field; nothing is written then."""
     from agents.base import AgentConfig
+    from agents.registry import AgentFileError
+    from agents.registry import save_agent as write
 
-    folder = agents_dir(folder)
     name, data, errors = _agent_data(values)
+    agent = None
     if not errors:
         try:
-            AgentConfig.model_validate({"name": name, **data})
+            agent = AgentConfig.model_validate({"name": name, **data})
         except ValidationError as exc:
             errors += _validation_errors(exc)
-    if errors:
+    if errors or agent is None:
         raise AgentFormError(errors)
-    if not folder.is_dir():
-        raise AgentFormError([("folder", f"{folder} is not a folder")])
-
-    existing = _file_of(name, folder)
-    if existing is not None and not overwrite:
-        raise AgentFormError([("name", f"an agent named {name!r} already exists ({existing.name}); "
-                                       "edit it instead")])
-    target = existing or folder / f"{name}.yaml"
-    if existing is None:
-        for other in _agent_files(folder):
-            if other.stem == name:
-                raise AgentFormError([("name", f"{other.name} already exists and defines another agent")])
-    if target.stem != name:
-        data = {"name": name, **data}
-
-    header = ""
-    if existing is not None:
-        lines = existing.read_text(encoding="utf-8").splitlines(keepends=True)
-        for line in lines:
-            if not line.startswith("#"):
-                break
-            header += line
-    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
-    # What is written must read back as the same agent (the registry's own loader).
-    reread = yaml.safe_load(text) or {}
-    reread.setdefault("name", target.stem)
     try:
-        AgentConfig.model_validate(reread)
-    except ValidationError as exc:  # pragma: no cover - safe_dump round-trips
-        raise AgentFormError(_validation_errors(exc)) from None
-
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, (existing.stat().st_mode & 0o777) if existing is not None else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+        return write(agent, agents_dir(folder), overwrite=overwrite)
+    except AgentFileError as exc:
+        raise AgentFormError([(exc.field, str(exc).removeprefix(f"{exc.field}: "))]) from None
 
 
 def try_agent(agent: Any, prompt: str, *, folder: str | Path | None = None,
@@ -721,16 +528,10 @@ def try_agent(agent: Any, prompt: str, *, folder: str | Path | None = None,
             if agent not in registry:
                 return {"ok": False, "error": f"no agent named {agent!r} in {agents_dir(folder)}"}
             agent = registry[agent]
-        model = agent.model or default_model()
-        provider, _ = parse_model(model)
-        credentials: dict[str, Any] = {}
-        if provider in ("openai", "anthropic"):
-            key_var = f"{provider.upper()}_API_KEY"
-            if agent.credentials or not os.environ.get(key_var, "").strip():
-                from blocks.credentials import resolve_credentials
+        from blocks.credentials import call_credentials
 
-                resolved = resolve_credentials(provider, agent.credentials)
-                credentials = {"api_key": resolved.api_key, "base_url": resolved.base_url}
+        provider, _ = parse_model(agent.model or default_model())
+        credentials = call_credentials(provider, agent.credentials)
         result = asyncio.run(call_agent(agent, prompt, timeout=timeout, **credentials))
     except AgentCallError as exc:
         return {"ok": False, "error": redact(exc.message)}
@@ -758,41 +559,48 @@ def provider_rows() -> list[dict[str, str]]:
     """Per provider: whether an API key is set ("set"/"not set", never the value), where
     it comes from, and the endpoint."""
     rows = []
-    for provider, key_var, url_var, public in (
-        ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
-        ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-    ):
-        key_set = _env_set(key_var)
-        base = os.environ.get(url_var, "").strip()
+    for spec in SPECS:  # agents.providers: one entry per provider
+        if spec.key_var is None:
+            free = "/".join(sorted(spec.free_models)) or "its models"
+            rows.append({"provider": spec.name, "API key": "not needed",
+                         "source": f"{free} need no key; other {spec.name} models use the keys above",
+                         "endpoint": "in-process", "endpoint source": "built-in"})
+            continue
+        key_set = spec.key_set()
+        base = os.environ.get(spec.base_url_var or "", "").strip()
         rows.append({
-            "provider": provider,
+            "provider": spec.name,
             "API key": "set" if key_set else "not set",
-            "source": (f"environment ({key_var})" if key_set
-                       else f"none in the environment; a Prefect block '{provider}-default' or an agent's "
+            "source": (f"environment ({spec.key_var})" if key_set
+                       else f"none in the environment; a Prefect block '{spec.name}-default' or an agent's "
                             "`credentials:` block may provide it"),
-            "endpoint": _show_url(base) if base else f"{public} (default)",
-            "endpoint source": url_var if base else "built-in",
+            "endpoint": _show_url(base) if base else f"{spec.default_base_url} (default)",
+            "endpoint source": spec.base_url_var if base else "built-in",
         })
-    rows.append({
-        "provider": "fast-agent",
-        "API key": "not needed",
-        "source": "passthrough/playback need no key; other fast-agent models use the keys above",
-        "endpoint": "in-process",
-        "endpoint source": "built-in",
-    })
     return rows
 
 
-def general_settings(store: Store | None = None) -> list[dict[str, str]]:
-    """Default model, ledger URL (password masked), Orchestra home."""
-    from agents.base import DEFAULT_MODEL
+def _source(field: str) -> str:
+    """Where a setting's value comes from: its ``ORCHESTRA_*`` variable, or the default."""
+    var = f"ORCHESTRA_{field.upper()}"
+    return var if _env_set(var) else "built-in"
 
-    model_env = os.environ.get("ORCHESTRA_DEFAULT_MODEL", "").strip()
-    rows = [
-        {"setting": "default model", "value": model_env or DEFAULT_MODEL,
-         "source": "ORCHESTRA_DEFAULT_MODEL" if model_env else "built-in"},
-    ]
-    source = "ORCHESTRA_DB_URL" if _env_set("ORCHESTRA_DB_URL") else "ORCHESTRA_HOME (SQLite)"
+
+_SHOWN_SETTINGS = {"default_model": "default model", "home": "Orchestra home", "prefect": "Prefect mode",
+                   "server_port": "local server port", "router_model": "router model", "limiter": "provider limiter",
+                   "breaker_threshold": "breaker threshold", "breaker_cooldown": "breaker cool-down (s)",
+                   "retry_delay": "retry backoff factor (s)", "budget_max_tokens": "output cap under a budget",
+                   "fast_agent_block": "fast-agent settings block", "store_block": "ledger block"}
+
+
+def general_settings(store: Store | None = None) -> list[dict[str, str]]:
+    """Orchestra's settings (``core.settings``: value and where it comes from) and the
+    ledger (URL with its password masked, backend, schema revision)."""
+    current = settings()
+    rows = [{"setting": label, "value": "" if getattr(current, f) is None else str(getattr(current, f)),
+             "source": _source(f)} for f, label in _SHOWN_SETTINGS.items()]
+    source = "ORCHESTRA_DB_URL" if current.db_url else (
+        "ORCHESTRA_STORE_BLOCK" if current.store_block else "ORCHESTRA_HOME (SQLite)")
     try:
         store = store or store_for()
     except Exception as exc:
@@ -806,9 +614,6 @@ def general_settings(store: Store | None = None) -> list[dict[str, str]]:
         except Exception as exc:
             schema = f"unreachable: {_first_line(str(exc))}"
         rows.append({"setting": "ledger schema", "value": schema, "source": "Alembic revision"})
-    home = os.environ.get("ORCHESTRA_HOME", "").strip()
-    rows.append({"setting": "Orchestra home", "value": home or str(Path("~/.orchestra").expanduser()),
-                 "source": "ORCHESTRA_HOME" if home else "built-in"})
     return rows
 
 
@@ -819,7 +624,7 @@ def prefect_status() -> dict[str, Any]:
     local = _local_server()
     api, source = prefect_api_url(local=local or False)
     ui = prefect_ui_url(local=local or False)
-    mode = os.environ.get("ORCHESTRA_PREFECT", "local")
+    mode = settings().prefect
     reachable = None
     if source == "PREFECT_API_URL":
         problem = _prefect_health(api)

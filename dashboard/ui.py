@@ -1,4 +1,4 @@
-"""Shared pieces of the dashboard pages: cached readers over ``services.dashboard_data``
+"""Shared pieces of the dashboard pages: cached readers over ``dashboard.data``
 (``st.cache_data(ttl=5)``, keyed by the ledger the process reads), number formats,
 plotly charts, empty states and the sidebar.  No SQL, no Prefect here either."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from services import dashboard_data as dd
+from dashboard import data as dd
 
 TTL = 5
 ACCENT = "#6C5CE7"
@@ -311,7 +311,7 @@ def failure(exc: BaseException) -> None:
     import logging
     import traceback
 
-    from services.redact import redact, redact_url
+    from core.redact import redact, redact_url
 
     log = logging.getLogger("orchestra.dashboard")
     log.warning("page failed: %s: %s", type(exc).__name__, redact(str(exc)).strip().splitlines()[:1])

@@ -45,7 +45,7 @@ def _settings() -> tuple[str, dict[str, str]]:
 
 
 def check(pool: str, create_pool: bool, timeout: float) -> str:
-    from services.redact import redact_url
+    from core.redact import redact_url
 
     api, headers = _settings()
     url = redact_url(api)  # as shown in messages: a password in the URL is masked

@@ -44,9 +44,10 @@ from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from flows.spec import WorkflowError, coerce_inputs
-from services import runner
-from services.redact import redact
+from core.redact import redact
+from core.settings import settings
+from flows.spec import WorkflowError
+from orchestra import runs as runner
 
 log = logging.getLogger("orchestra.mcp")
 
@@ -63,7 +64,7 @@ class _OneRecord(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = f"orchestra mcp: {record.levelname} {record.name}: {record.getMessage()}"
-        if record.exc_info and os.environ.get("ORCHESTRA_DEBUG"):
+        if record.exc_info and settings().debug:
             text += "\n" + self.formatException(record.exc_info)
         return redact(text)
 
@@ -110,7 +111,7 @@ def _user_errors(what: str) -> Iterator[None]:
     except Exception as exc:
         message = redact(f"{what}: {type(exc).__name__}: {exc}")
         log.error("%s", message)
-        if os.environ.get("ORCHESTRA_DEBUG"):
+        if settings().debug:
             log.error("traceback", exc_info=True)
         raise ToolError(message) from None
 
@@ -137,8 +138,8 @@ def _prepare_engine_now() -> None:
             runner.ensure_prefect(echo=lambda m: log.warning("%s", m))
         except RuntimeError as exc:
             raise RuntimeError(f"Prefect: {exc}") from None
-        import flows.approval  # noqa: F401
-        import flows.compile  # noqa: F401
+        import flows.engine  # noqa: F401
+        import orchestra.flow  # noqa: F401
 
         _engine_ready = True
 
@@ -153,9 +154,9 @@ def _warm_up() -> None:
     background, so that the first run_workflow does not wait for it. Only when the Prefect API
     is known already: starting Orchestra's local server waits for a run that needs it."""
     try:
-        from services import prefect_server
+        from orchestra import prefect_server
 
-        if not (os.environ.get("PREFECT_API_URL") or os.environ.get("ORCHESTRA_PREFECT") == "ephemeral"
+        if not (os.environ.get("PREFECT_API_URL") or settings().prefect == "ephemeral"
                 or prefect_server.status()):
             return
         _prepare_engine_now()
@@ -187,12 +188,9 @@ async def run_workflow(
     state, agent, model, output, tokens, cost, attempts and cached flag. A failed run is a result with
     state FAILED and the steps' errors, not a tool error."""
     with _user_errors("run_workflow"):
-        wf, ref = runner.resolve(workflow)
-        values = coerce_inputs(wf, inputs or {})
-        runner.check_model(model)
-        runner.check_budget(budget_usd)
+        request = runner.prepare(workflow, inputs, model=model, no_cache=no_cache, budget=budget_usd)
         await _prepare_engine()
-        report = await runner.run(wf, ref, values, model=model, no_cache=no_cache, budget=budget_usd)
+        report = await runner.run(request)
         return _jsonable(report)
 
 
@@ -226,9 +224,9 @@ def workflow_graph(workflow: WorkflowArg) -> str:
 
 
 def _store():
-    from services.store import get_store
+    from orchestra.runtime import ledger
 
-    return get_store()
+    return ledger()
 
 
 @mcp.tool(title="Recent runs", annotations=READ_ONLY)
@@ -239,7 +237,9 @@ def list_runs(
     """Recent runs from the ledger, newest first: {runs: [{flow_run_id, workflow, state, cost_usd,
     started, ...}]} (what `orchestra runs --json` prints)."""
     with _user_errors("list_runs"):
-        return {"runs": _jsonable(_store().list_runs(limit=limit, workflow=workflow))}
+        from ledger import queries
+
+        return {"runs": _jsonable(queries.runs(_store(), limit=limit, workflow=workflow))}
 
 
 @mcp.tool(title="One run", annotations=READ_ONLY)
@@ -247,7 +247,9 @@ def get_run(flow_run_id: Annotated[str, Field(description="A flow_run_id from li
     """One run from the ledger with its totals, inputs and every agent call (step, agent, model,
     tokens, cost, latency, error)."""
     with _user_errors("get_run"):
-        row = _store().get_run(flow_run_id.strip())
+        from ledger import queries
+
+        row = queries.run(_store(), flow_run_id.strip())
         if row is None:
             raise ToolError(f"no run {flow_run_id!r} in the ledger (see list_runs)")
         return _jsonable(row)
@@ -261,7 +263,9 @@ def costs(
     {by, total_cost_usd, rows: [{<by>, calls, input_tokens, output_tokens, cost_usd}]}
     (what `orchestra costs --json` prints as rows)."""
     with _user_errors("costs"):
-        rows = _jsonable(_store().costs(by))
+        from ledger import queries
+
+        rows = _jsonable(queries.cost_groups(_store(), by))
         return {"by": by, "total_cost_usd": round(sum(r["cost_usd"] for r in rows), 10), "rows": rows}
 
 
@@ -319,7 +323,9 @@ def workflow_resource(name: str) -> str:
 @mcp.resource("orchestra://runs/{flow_run_id}", name="run", title="A run from the ledger",
               mime_type="application/json", description="One run with its totals, inputs and agent calls.")
 def run_resource(flow_run_id: str) -> str:
-    row = _store().get_run(flow_run_id)
+    from ledger import queries
+
+    row = queries.run(_store(), flow_run_id)
     if row is None:
         raise ValueError(f"no run {flow_run_id!r} in the ledger")
     return json.dumps(row, default=str, indent=2)
@@ -391,11 +397,16 @@ async def _serve(protocol_out) -> None:
 
 def main() -> None:
     """Serve MCP over stdio until stdin closes or SIGTERM/SIGINT; then exit 0 (the ledger flushed)."""
-    from services import runtime
+    from core.settings import SettingsError
+    from orchestra import runtime
 
-    runtime.configure(quiet_console=True)  # before Prefect is imported, on first run
+    try:
+        runtime.configure(quiet_console=True)  # before Prefect is imported, on first run
+    except SettingsError as exc:
+        print(f"orchestra mcp: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(2)
     protocol_out = _claim_stdout()
-    if os.environ.get("ORCHESTRA_MCP_WARMUP", "1") != "0":
+    if settings().mcp_warmup:
         threading.Thread(target=_warm_up, name="orchestra-mcp-warm-up", daemon=True).start()
     try:
         anyio.run(_serve, protocol_out)
@@ -404,7 +415,7 @@ def main() -> None:
     except BaseException as exc:  # a signal in the middle of a run, a broken pipe: no traceback
         if type(exc).__name__ == "TerminationSignal":  # Prefect's, for a SIGTERM during a flow run
             return
-        if os.environ.get("ORCHESTRA_DEBUG"):
+        if settings().debug:
             raise
         print(f"orchestra mcp: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         sys.exit(1)

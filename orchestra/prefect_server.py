@@ -5,7 +5,7 @@ existing database, 12-14 s more to migrate a new one) and stops it when the proc
 exits, sometimes before the last task states are written. So when `PREFECT_API_URL`
 is unset, `orchestra` starts `prefect server start` on loopback once, in the
 background, with its home in `$ORCHESTRA_HOME/prefect`, and every later command
-reuses it. It stops by itself after `ORCHESTRA_SERVER_IDLE_MINUTES` (default 60)
+reuses it. It stops by itself after the `server_idle_minutes` setting (`ORCHESTRA_SERVER_IDLE_MINUTES`, default 60)
 without an Orchestra command, or with `orchestra server stop`. The UI is at the
 server's address. `ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
 """
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import httpx
 
-from services.runtime import orchestra_home
+from core.settings import settings
+from orchestra.runtime import orchestra_home
 
 STATE_FILE = "prefect-server.json"
 
 
 class UnreachableServer(RuntimeError):
     """The configured Prefect API does not answer: a setting the user can fix."""
-DEFAULT_PORT = 4200
 
 
 def _state_path() -> Path:
@@ -85,18 +85,19 @@ def _lock():
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure(echo=None, timeout: float = 180.0) -> str | None:
-    """Point this process at a Prefect API; returns its URL, or None for ephemeral mode."""
+def ensure(echo=None, timeout: float = 180.0, mode: str | None = None) -> str | None:
+    """Point this process at a Prefect API; returns its URL, or None for ephemeral mode.
+    ``mode`` overrides the ``prefect`` setting (``local`` | ``ephemeral``)."""
     if os.environ.get("PREFECT_API_URL"):
         url = os.environ["PREFECT_API_URL"].rstrip("/")
         if not any(_healthy(url, timeout=3.0) for _ in range(2)):
-            from services.redact import redact_url
+            from core.redact import redact_url
 
             raise UnreachableServer(
                 f"PREFECT_API_URL={redact_url(url)} does not answer (GET /health): start that server, "
                 "or unset PREFECT_API_URL to use Orchestra's local Prefect server")
         return os.environ["PREFECT_API_URL"]
-    if os.environ.get("ORCHESTRA_PREFECT", "local") == "ephemeral":
+    if (mode or settings().prefect) == "ephemeral":
         return None
     _activity_path().touch()
     info = status()
@@ -111,12 +112,12 @@ def ensure(echo=None, timeout: float = 180.0) -> str | None:
 
 def _start(echo, timeout: float) -> dict:
     home = orchestra_home()
-    port = _free_port(int(os.environ.get("ORCHESTRA_SERVER_PORT", DEFAULT_PORT)))
+    port = _free_port(settings().server_port)
     log = home / "prefect-server.log"
     if echo:
         echo(f"Starting a local Prefect server on http://127.0.0.1:{port} (first start migrates its database: ~20 s) ...")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.prefect_server", "supervise", str(port)],
+        [sys.executable, "-m", "orchestra.prefect_server", "supervise", str(port)],
         stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent),
         env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST")},
@@ -163,7 +164,7 @@ def stop() -> bool:
 def _supervise(port: int) -> int:
     """Run `prefect server start` and stop it when Orchestra has been idle long enough."""
     home = orchestra_home()
-    idle = float(os.environ.get("ORCHESTRA_SERVER_IDLE_MINUTES", "60")) * 60
+    idle = settings().server_idle_minutes * 60
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
@@ -217,5 +218,5 @@ def _supervise(port: int) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "supervise":
         sys.exit(_supervise(int(sys.argv[2])))
-    print("usage: python -m services.prefect_server supervise PORT", file=sys.stderr)
+    print("usage: python -m orchestra.prefect_server supervise PORT", file=sys.stderr)
     sys.exit(2)

@@ -1,20 +1,29 @@
-"""Process-wide defaults, applied before Prefect is imported.
+"""The app's environment: where things are, Prefect's defaults, and the ledger.
 
-Only defaults: anything the user set in the environment wins.
+Call :func:`configure` before Prefect is imported (it only sets defaults: anything
+the user set in the environment wins).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+
+from core.settings import settings
+
+__all__ = ["REPO_ROOT", "configure", "ledger", "ledger_url", "orchestra_home", "workflows_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def orchestra_home() -> Path:
-    home = Path(os.environ.get("ORCHESTRA_HOME") or Path.home() / ".orchestra").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """The ``home`` setting (``ORCHESTRA_HOME``, default ``~/.orchestra``), created."""
+    return settings().home_dir()
+
+
+def workflows_dir() -> Path:
+    return REPO_ROOT / "deployments" / "workflows"
 
 
 def configure(quiet_console: bool = False) -> None:
@@ -33,5 +42,55 @@ def configure(quiet_console: bool = False) -> None:
         os.environ.setdefault(key, value)
 
 
-def workflows_dir() -> Path:
-    return REPO_ROOT / "deployments" / "workflows"
+def ledger_url() -> str | None:
+    """The ledger's URL: the ``db_url`` setting, else the URL in the ``OrchestraStore``
+    block the ``store_block`` setting names, else None (SQLite in the home folder)."""
+    current = settings()
+    if current.db_url or not current.store_block:
+        return current.db_url
+    return _block_url(current.store_block)
+
+
+@functools.lru_cache(maxsize=8)
+def _block_url(name: str) -> str:
+    from blocks.store import OrchestraStore
+
+    try:
+        return OrchestraStore.load(name, _sync=True).url()
+    except Exception as exc:  # ValueError for a missing block; anything else from the API
+        raise RuntimeError(f"ORCHESTRA_STORE_BLOCK={name}: cannot read that OrchestraStore block from the "
+                           f"Prefect API ({type(exc).__name__}); save it (`OrchestraStore(database_url=...)"
+                           f".save('{name}')`) or set ORCHESTRA_DB_URL instead") from None
+
+
+def ledger():
+    """The app's ledger (``ledger.store.Store``), one per URL per process."""
+    from ledger.store import get_store
+
+    return get_store(ledger_url())
+
+
+_applied_fast_agent: dict | None = None
+
+
+async def apply_fast_agent_block() -> None:
+    """The ``FastAgentSettings`` block the ``fast_agent_block`` setting names, applied to
+    the embedded fast-agent (its settings are rebuilt only when the block changed).
+    RuntimeError naming the setting when the block cannot be read."""
+    global _applied_fast_agent
+    name = settings().fast_agent_block
+    if not name:
+        return
+    from blocks.fast_agent import FastAgentSettings
+
+    try:
+        block = await FastAgentSettings.aload(name)
+    except Exception as exc:
+        raise RuntimeError(f"ORCHESTRA_FAST_AGENT_BLOCK={name}: cannot read that FastAgentSettings block from the "
+                           f"Prefect API ({type(exc).__name__}); save it or unset the setting") from None
+    config = block.fastagent_config()
+    if config != _applied_fast_agent:
+        from agents import fastagent_adapter
+
+        fastagent_adapter.configure(config)
+        _applied_fast_agent = config

@@ -10,7 +10,7 @@ import streamlit as st
 
 from agents.base import default_model as current_default_model
 from dashboard import ui
-from services import dashboard_data as dd
+from dashboard import data as dd
 
 NEW, EDIT = "Create a new agent", "Edit an agent"
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dashboard import ui
-from services import dashboard_data as dd
+from dashboard import data as dd
 
 ALL_WORKFLOWS, ALL_STATES = "All workflows", "All states"
 

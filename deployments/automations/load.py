@@ -153,7 +153,7 @@ def validate(automation: dict[str, Any]):
 def api_url() -> str:
     from prefect.settings import get_current_settings
 
-    from services.redact import redact_url
+    from core.redact import redact_url
 
     url = get_current_settings().api.url
     if not url:

@@ -1,0 +1,12 @@
+"""The app layer: what a user or a deployment drives.
+
+Owns: running a workflow (``orchestra.workflows`` checks a request, ``orchestra.runs``
+runs it, ``orchestra.flow`` is the Prefect flow every run is, locally and on workers),
+the app's environment (``orchestra.runtime``: paths, Prefect's defaults, the ledger it
+hands the engine), the local Prefect server (``orchestra.prefect_server``), the
+``orchestra`` CLI (``orchestra.cli``, one sub-app per concern) and the MCP server
+(``orchestra.mcp_server``).
+
+Never: holds SQL (it reads the ledger through ``ledger.queries``) or business logic
+of the engine; a command that fails prints one line and exits 0/1/2, never a traceback.
+"""

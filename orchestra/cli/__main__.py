@@ -1,0 +1,5 @@
+"""`python -m orchestra.cli` is the `orchestra` command."""
+
+from orchestra.cli import main
+
+main()

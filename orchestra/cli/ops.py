@@ -1,0 +1,176 @@
+"""`orchestra approve`, `limits`, `server start|status|stop`, `dashboard`, `mcp`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from orchestra.cli.common import Exit, emit, err, fail, ledger, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(approve)
+    limits_app = typer.Typer(no_args_is_help=True, help="Concurrency and requests-per-minute per provider.")
+    limits_app.command("set")(limits_set)
+    limits_app.command("list")(limits_list)
+    app.add_typer(limits_app, name="limits")
+    server_app = typer.Typer(no_args_is_help=True, help="Orchestra's local Prefect server.")
+    server_app.command("start")(server_start)
+    server_app.command("status")(server_status)
+    server_app.command("stop")(server_stop)
+    app.add_typer(server_app, name="server")
+    app.command()(dashboard)
+    app.command("mcp")(mcp_command)
+
+
+def _known_prefect() -> str | None:
+    """PREFECT_API_URL, else the running local server's (set in this process); None without one."""
+    from orchestra import prefect_server
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    info = prefect_server.status()
+    if info is None:
+        return None
+    os.environ["PREFECT_API_URL"] = info["url"]
+    return info["url"]
+
+
+def approve(
+    run_id: str = typer.Argument(..., help="The paused flow run"),
+    reject: bool = typer.Option(False, "--reject", help="Reject: the run fails"),
+    reason: str = typer.Option("", "--reason", help="Why (shown in the run's error on a rejection)"),
+) -> None:
+    """Approve (or reject) a flow run that waits at an approval step."""
+    from orchestra import runtime
+
+    runtime.configure(quiet_console=True)
+    if _known_prefect() is None:
+        raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
+    from flows.steps.approval import answer
+
+    try:
+        asyncio.run(answer(run_id, approved=not reject, reason=reason))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{'rejected' if reject else 'approved'}: flow run {run_id}" + (f" ({reason})" if reason else ""),
+              markup=False)
+
+
+def limits_set(
+    provider: str = typer.Argument(..., help="a provider: openai | anthropic | fast-agent"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Calls in flight at most"),
+    rpm: Optional[int] = typer.Option(None, "--rpm", min=1, help="Requests per minute at most"),
+    clear: bool = typer.Option(False, "--clear", help="Remove the provider's limits"),
+) -> None:
+    """Set a provider's limits (kept in the ledger; mirrored to Prefect global
+    concurrency limits when a Prefect server is configured)."""
+    from agents.providers import PROVIDERS
+
+    if provider not in PROVIDERS:
+        raise fail(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
+    if clear:
+        concurrency = rpm = None
+    elif concurrency is None and rpm is None:
+        raise fail("give --concurrency and/or --rpm (or --clear)")
+    store = ledger()
+    store.set_limit(provider, concurrency=concurrency, rpm=rpm)
+    synced = _sync_prefect(store, provider)
+    row = next((r for r in store.list_limits() if r["provider"] == provider), None)
+    what = "cleared" if row is None else f"concurrency {row['concurrency'] or '-'}, rpm {row['rpm'] or '-'}"
+    out.print(f"{provider}: {what}" + (f" (Prefect global concurrency limits on {synced})" if synced else
+                                      " (local limiter: no Prefect server configured)"), markup=False)
+
+
+def _sync_prefect(store, provider: str) -> str | None:
+    from core.settings import settings
+
+    if settings().limiter == "local":
+        return None
+    url = _known_prefect()
+    if not url:
+        return None
+    from orchestra import runtime
+
+    runtime.configure(quiet_console=True)
+    from flows.limits import sync_to_prefect
+
+    rows = [r for r in store.list_limits() if r["provider"] == provider] or [
+        {"provider": provider, "concurrency": None, "rpm": None}]
+    try:
+        asyncio.run(sync_to_prefect(rows))
+    except Exception as exc:
+        raise fail(f"the limits are saved, but Prefect at {url} refused them: {exc}", 1) from None
+    return url
+
+
+def limits_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The providers' limits."""
+    from ledger import queries
+
+    emit(queries.limits(ledger()), as_json, "provider limits",
+         [("provider", "provider"), ("concurrency", "concurrency"), ("rpm", "rpm"), ("updated", "updated")])
+
+
+def server_start() -> None:
+    """Start (or find) the local Prefect server."""
+    from orchestra import prefect_server
+
+    os.environ.pop("PREFECT_API_URL", None)
+    try:
+        url = prefect_server.ensure(echo=lambda m: err.print(f"[dim]{m}[/dim]"), mode="local")
+    except RuntimeError as exc:
+        raise fail(str(exc), 1) from None
+    out.print(f"Prefect API: {url}\nPrefect UI:  {url[:-4]}")
+
+
+def server_status() -> None:
+    """Whether the local Prefect server runs, and where."""
+    from orchestra import prefect_server
+
+    info = prefect_server.status()
+    if not info:
+        out.print("no local Prefect server is running")
+        raise Exit(1)
+    out.print(f"running (pid {info['pid']}): API {info['url']} · UI {info['ui']} · log {info['log']}")
+
+
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from orchestra import prefect_server
+
+    out.print("stopped" if prefect_server.stop() else "no local Prefect server was running")
+
+
+def dashboard(
+    port: int = typer.Option(8501, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only until login lands)"),
+) -> None:
+    """Open the Streamlit dashboard (streamlit run dashboard/app.py) on 127.0.0.1."""
+    import ipaddress
+    import subprocess
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise fail(f"--host {host}: the dashboard has no login yet and can edit agents, "
+                   "so it only listens on a loopback address (127.0.0.1, ::1, localhost)")
+    app_path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
+                                "--server.address", host,
+                                "--server.port", str(port), "--server.headless", "true",
+                                "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]))
+
+
+def mcp_command() -> None:
+    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...)."""
+    from orchestra.mcp_server import main as serve
+
+    serve()
