@@ -20,9 +20,10 @@ run: setup
 
 # Debian packages the suite needs (PostgreSQL, Chromium, bubblewrap), when we may install them.
 system-deps:
-	@$(PY) tests/system_deps.py
+	@$(PY) tests/support/system_deps.py
 
 test: setup system-deps
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 bench: setup

@@ -23,6 +23,29 @@ for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC
     os.environ.pop(var, None)
 
 
+@pytest.fixture(autouse=True)
+def _settings_follow_the_environment(monkeypatch):
+    """Orchestra reads its settings once per process (core.settings); a test that sets an
+    ORCHESTRA_* variable with monkeypatch gets them read again."""
+    from core.settings import reload_settings
+
+    setenv, delenv = monkeypatch.setenv, monkeypatch.delenv
+
+    def set_(name, value, prepend=None):
+        setenv(name, value, prepend)
+        if str(name).startswith("ORCHESTRA_"):
+            reload_settings()
+
+    def del_(name, raising=True):
+        delenv(name, raising=raising)
+        if str(name).startswith("ORCHESTRA_"):
+            reload_settings()
+
+    monkeypatch.setenv, monkeypatch.delenv = set_, del_
+    reload_settings()
+    yield
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One real Prefect API server (SQLite, temporary) for the whole session."""
@@ -38,7 +61,7 @@ def orchestra_env(tmp_path, monkeypatch, prefect_api):
     """A fresh ledger and result cache for one test; returns the Store."""
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from services.store import get_store
+    from ledger.store import get_store
 
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("ORCHESTRA_DB_URL", db)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "deployments" / "workflows"
-ORCHESTRA = [sys.executable, "-m", "services.cli"]
+ORCHESTRA = [sys.executable, "-m", "orchestra.cli"]
 KEY = "sk-test-cli-secret-0123456789"
 
 
@@ -180,3 +180,10 @@ def test_dashboard_listens_on_loopback_by_default(tmp_path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+def test_a_setting_that_does_not_parse_exits_2_naming_it(cli):
+    proc = cli("runs", ORCHESTRA_BREAKER_THRESHOLD="many")
+    assert_clean_error(proc, 2, "ORCHESTRA_BREAKER_THRESHOLD", "'many'")
+    proc = cli("runs", ORCHESTRA_LIMITER="sometimes")
+    assert_clean_error(proc, 2, "ORCHESTRA_LIMITER")

@@ -1,4 +1,4 @@
-"""`orchestra mcp` as an MCP client sees it: `python -m services.cli mcp` in a subprocess,
+"""`orchestra mcp` as an MCP client sees it: `python -m orchestra.cli mcp` in a subprocess,
 driven by the official `mcp` client (stdio_client + ClientSession), against the
 session's real Prefect API and a ledger in a temporary folder. One server serves
 the whole module (a BlockingPortal keeps its session open between tests)."""
@@ -22,7 +22,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import McpError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELLO = "deployments/workflows/hello.yaml"  # relative: the server runs in ROOT
 KEY = "sk-test-mcp-secret-0123456789abcdef"
 TOOLS = {"run_workflow", "validate_workflow", "workflow_graph", "list_runs", "get_run", "costs", "list_agents",
@@ -83,7 +83,7 @@ class Client:
 @pytest.fixture(scope="module")
 def mcp_client(tmp_path_factory, prefect_api):
     home = tmp_path_factory.mktemp("orchestra-mcp")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "services.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "orchestra.cli", "mcp"],
                                    env=_server_env(home, prefect_api), cwd=str(ROOT))
     with open(home / "stderr.log", "w") as errlog, start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(stdio_client(params, errlog=errlog)) as (read, write):
@@ -257,7 +257,7 @@ def test_graph_and_agents(mcp_client):
 def test_stdout_is_only_json_rpc_and_the_server_stops_cleanly(tmp_path, prefect_api, stop):
     """A raw client: every stdout line is a JSON-RPC message; the server ends with exit 0 when
     its stdin closes, and on SIGTERM while it waits for input (how the SDK's client stops it)."""
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "mcp"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestra.cli", "mcp"], cwd=ROOT,
                             env=_server_env(tmp_path, prefect_api, ORCHESTRA_MCP_WARMUP="0"), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     messages = [

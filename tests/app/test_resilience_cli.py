@@ -20,11 +20,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ledger import queries
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "deployments" / "workflows"
-ORCHESTRA = [sys.executable, "-m", "services.cli"]
+ORCHESTRA = [sys.executable, "-m", "orchestra.cli"]
 KEY = "sk-test-resilience-cli-0123456789"
 MINI = "openai:gpt-4.1-mini"
 
@@ -347,8 +349,8 @@ def test_agents_health_probes_every_agent_and_records_it(tmp_path, prefect_api, 
     proc = orchestra(env, "agents", "health", "--json")
     assert proc.returncode == 1
     assert all(r["status"] == "error" and "503" in r["error"] for r in json.loads(proc.stdout))
-    from services.store import Store
+    from ledger.store import Store
 
     store = Store(env["ORCHESTRA_DB_URL"])
-    assert len(store.list_health()) == 2 * len(names)
+    assert len(queries.health(store)) == 2 * len(names)
     store.close()

@@ -34,7 +34,7 @@ from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_se
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from prefect.testing.utilities import prefect_test_harness
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALL_BLOCKS = [ProviderCredentials, FastAgentSettings, DaggerEngine, OrchestraStore]
 LOGO_HOST = "raw.githubusercontent.com"
 SDK_VARS = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"]
@@ -541,3 +541,45 @@ def test_prefect_block_register_cli(prefect_api):
     assert "Successfully registered 4 blocks" in done.stdout
     for block in ALL_BLOCKS:
         assert block.get_block_type_name() in done.stdout
+
+
+# ---------------------------------------------------------------------------
+# the blocks the app reads: OrchestraStore (the ledger) and FastAgentSettings
+
+
+def test_the_store_block_named_by_the_settings_is_the_ledger(api, monkeypatch, tmp_path):
+    from orchestra import runtime
+
+    url = f"sqlite:///{tmp_path / 'team-ledger.db'}"
+    name = unique("ledger")
+    OrchestraStore(database_url=url).save(name, overwrite=True, _sync=True)
+    monkeypatch.delenv("ORCHESTRA_DB_URL", raising=False)
+    monkeypatch.setenv("ORCHESTRA_STORE_BLOCK", name)
+    assert runtime.ledger_url() == url
+    assert runtime.ledger().display_url == url
+    monkeypatch.setenv("ORCHESTRA_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")  # the variable wins
+    assert runtime.ledger_url().endswith("env.db")
+    monkeypatch.delenv("ORCHESTRA_DB_URL")
+    monkeypatch.setenv("ORCHESTRA_STORE_BLOCK", "no-such-store")
+    with pytest.raises(RuntimeError, match="ORCHESTRA_STORE_BLOCK=no-such-store: cannot read"):
+        runtime.ledger_url()
+
+
+def test_the_fast_agent_block_named_by_the_settings_is_applied(api, monkeypatch):
+    import asyncio
+
+    from agents import fastagent_adapter
+    from orchestra import runtime
+
+    name = unique("fa")
+    block = FastAgentSettings(logger_level="error", show_tools=False)
+    block.save(name, overwrite=True, _sync=True)
+    monkeypatch.setattr(fastagent_adapter, "_SETTINGS", {})
+    monkeypatch.setattr(fastagent_adapter._runtime, "reset", lambda: None)  # no fast-agent thread here
+    monkeypatch.setattr(runtime, "_applied_fast_agent", None)
+    monkeypatch.setenv("ORCHESTRA_FAST_AGENT_BLOCK", name)
+    asyncio.run(runtime.apply_fast_agent_block())
+    assert fastagent_adapter._SETTINGS == block.fastagent_config()
+    monkeypatch.setenv("ORCHESTRA_FAST_AGENT_BLOCK", "no-such-settings")
+    with pytest.raises(RuntimeError, match="ORCHESTRA_FAST_AGENT_BLOCK=no-such-settings"):
+        asyncio.run(runtime.apply_fast_agent_block())

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from services.store import Store
-from tests.test_dashboard_data import SECRET, seed_ledger
+from ledger.store import Store
+from tests.dashboard.test_dashboard_data import SECRET, seed_ledger
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "dashboard" / "app.py"
 PAGES = ["views/overview.py", "views/runs.py", "views/costs.py", "views/agents.py", "views/configuration.py"]
 

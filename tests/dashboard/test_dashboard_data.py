@@ -1,4 +1,4 @@
-"""services/dashboard_data.py over a seeded SQLite ledger (no Streamlit, no Prefect)."""
+"""dashboard/data.py over a seeded SQLite ledger (no Streamlit, no Prefect)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+
+from ledger import queries
 import yaml
 
-from services import dashboard_data as dd
-from services.store import CallRecord, Store
+from dashboard import data as dd
+from ledger.store import CallRecord, Store
 
 UTC = timezone.utc
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -501,7 +503,7 @@ def test_block_type_slugs_match_the_block_classes():
 
 
 def test_example_workflow_is_a_shipped_file():
-    from services.runtime import REPO_ROOT
+    from orchestra.runtime import REPO_ROOT
 
     path = dd.example_workflow()
     assert path.startswith("deployments/workflows/") and (REPO_ROOT / path).is_file()

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ledger import queries
+
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "deployments" / "workflows"
 
 
 def run(workflow, inputs=None, **kwargs) -> tuple[dict, object]:
     """Run the generic flow; return (report, final flow-run state)."""
-    from flows.compile import final_report, run_workflow
+    from flows.engine import final_report
+    from orchestra.flow import run_workflow
 
     async def main():
         state = await run_workflow(workflow=workflow, inputs=inputs or {}, return_state=True, **kwargs)
@@ -84,7 +87,7 @@ def test_ledger_totals_equal_what_the_provider_reported(orchestra_env, openai_fa
     reported_in = sum(r["usage"]["input_tokens"] for r in openai_fake.requests)
     reported_out = sum(r["usage"]["output_tokens"] for r in openai_fake.requests)
     assert (report["input_tokens"], report["output_tokens"]) == (reported_in, reported_out)
-    run_row = orchestra_env.get_run(report["flow_run_id"])
+    run_row = queries.run(orchestra_env, report["flow_run_id"])
     assert run_row["state"] == "COMPLETED"
     assert (run_row["input_tokens"], run_row["output_tokens"]) == (reported_in, reported_out)
     assert run_row["cost_usd"] == pytest.approx(report["cost_usd"])
@@ -124,7 +127,7 @@ def test_retry_on_429_and_500_then_success(orchestra_env, openai_fake):
     assert state.is_completed(), state.message
     step = report["steps"]["only"]
     assert step["attempts"] == 3 and openai_fake.request_count == 3
-    calls = orchestra_env.get_run(report["flow_run_id"])["calls"]
+    calls = queries.run(orchestra_env, report["flow_run_id"])["calls"]
     assert [c["status"] for c in calls] == ["error", "error", "ok"]
     assert "429" in calls[0]["error"] and "500" in calls[1]["error"]
     runs = wait_for_task_runs(report["flow_run_id"], 1)
@@ -139,7 +142,7 @@ def test_no_retry_on_401_and_the_key_never_leaks(orchestra_env, openai_fake):
     step = report["steps"]["only"]
     assert step["state"] == "FAILED" and step["attempts"] == 1
     assert "only" in step["error"] and "401" in step["error"]
-    row = orchestra_env.get_run(report["flow_run_id"])
+    row = queries.run(orchestra_env, report["flow_run_id"])
     assert row["state"] == "FAILED"
     key = "sk-test-not-a-real-key-123456"
     assert key not in str(row) and key not in str(report) and key not in (state.message or "")
@@ -150,7 +153,7 @@ def test_timeout_is_transient_and_retried(orchestra_env, openai_fake):
     report, state = run(one_step(uuid.uuid4().hex, retries=1, timeout=0.5))
     assert state.is_completed(), state.message
     assert report["steps"]["only"]["attempts"] == 2
-    calls = orchestra_env.get_run(report["flow_run_id"])["calls"]
+    calls = queries.run(orchestra_env, report["flow_run_id"])["calls"]
     assert calls[0]["status"] == "error" and "tim" in calls[0]["error"].lower()
 
 
@@ -169,7 +172,7 @@ def test_a_failed_branch_does_not_stop_independent_ones(orchestra_env, openai_fa
     assert openai_fake.request_count == 2
     assert "ANTHROPIC_API_KEY" in report["steps"]["broken"]["error"]
     assert report["steps"]["broken"]["attempts"] == 1  # a missing key is not retried
-    assert orchestra_env.get_run(report["flow_run_id"])["state"] == "FAILED"
+    assert queries.run(orchestra_env, report["flow_run_id"])["state"] == "FAILED"
 
 
 def test_rerun_after_failure_only_calls_unfinished_steps(orchestra_env, openai_fake):
@@ -188,7 +191,7 @@ def test_rerun_after_failure_only_calls_unfinished_steps(orchestra_env, openai_f
         assert second["steps"][sid]["output"] == first["steps"][sid]["output"]
         assert second["steps"][sid]["cost_usd"] == 0
     assert second["steps"]["summary"]["cached"] is False
-    cached_rows = [c for c in orchestra_env.get_run(second["flow_run_id"])["calls"] if c["cached"]]
+    cached_rows = [c for c in queries.run(orchestra_env, second["flow_run_id"])["calls"] if c["cached"]]
     assert len(cached_rows) == 3 and all(c["cost_usd"] == 0 for c in cached_rows)
 
 
@@ -292,7 +295,7 @@ def test_invalid_inline_workflow_fails_the_flow_run(orchestra_env):
     report, state = run({"name": "bad", "steps": [{"id": "a", "prompt": "{{ steps.ghost.output }}"}]})
     assert state.is_failed()
     assert "unknown step 'ghost'" in state.message
-    assert orchestra_env.list_runs() == []  # nothing half-written
+    assert queries.runs(orchestra_env) == []  # nothing half-written
 
 
 def test_run_graph_document_runs(orchestra_env):
@@ -343,7 +346,7 @@ def test_agent_credentials_come_from_a_prefect_block(orchestra_env, openai_fake,
     report, state = run(wf)
     assert state.is_completed(), state.message
     assert openai_fake.requests[0]["status"] == 200
-    assert block_key not in str(report) and block_key not in str(orchestra_env.get_run(report["flow_run_id"]))
+    assert block_key not in str(report) and block_key not in str(queries.run(orchestra_env, report["flow_run_id"]))
 
 
 def test_agent_call_and_run_finished_events(orchestra_env, openai_fake):
@@ -376,3 +379,37 @@ def test_agent_call_and_run_finished_events(orchestra_env, openai_fake):
     calls = [e for e in events if e["event"] == "orchestra.agent.call"]
     assert sum(e["payload"]["cost_usd"] for e in calls) == pytest.approx(report["cost_usd"])
     assert {e["resource"]["prefect.resource.name"] for e in calls} == {"reviewer"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.yaml")))
+def test_the_ui_draws_exactly_the_depends_on_edges(orchestra_env, name):
+    """Prefect links a task run to every upstream *result* object passed in its parameters
+    (one level deep); a shared model or agent string used to draw false edges. Read the
+    task runs' task_inputs back from the Prefect API and compare with the workflow's DAG."""
+    from flows.spec import load_workflow
+
+    wf = load_workflow(WORKFLOWS / f"{name}.yaml")
+    report, state = run(name, {"topics": ["x", "y"]} if "topics" in wf.inputs else {})
+    assert report["state"] == "COMPLETED", report
+    expected = sum(len(report["steps"][s.id]["output"]) if s.for_each else 1
+                   for s in wf.steps if report["steps"][s.id]["state"] == "COMPLETED")
+    runs = wait_for_task_runs(report["flow_run_id"], expected)
+    assert len(runs) == expected
+    step_of = {str(t.id): t.name.split("[", 1)[0] for t in runs}
+    ran = set(step_of.values())
+    deps = wf.dependencies()
+    for t in runs:
+        linked = {step_of[str(i.id)] for inputs in t.task_inputs.values() for i in inputs
+                  if getattr(i, "input_type", None) == "task_run"}
+        step = t.name.split("[", 1)[0]
+        assert linked == {d for d in deps[step] if d in ran}, (t.name, linked, deps[step])
+
+
+def test_run_graph_metadata_is_kept_on_the_run_and_returned(orchestra_env):
+    body = {"name": "meta", "workflow_type": "graph", "metadata": {"project": "acme", "ticket": 7},
+            "tasks": [{"agent_id": "api", "agent_role": "backend", "input_data": {"task": "Design it."}}]}
+    report, state = run(body)
+    assert report["state"] == "COMPLETED" and report["metadata"] == {"project": "acme", "ticket": 7}
+    assert queries.run(orchestra_env, report["flow_run_id"])["metadata"] == {"project": "acme", "ticket": 7}
+    no_meta, _ = run(one_step(), model="fast-agent:passthrough")
+    assert "metadata" not in no_meta

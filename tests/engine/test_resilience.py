@@ -13,16 +13,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from ledger import queries
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "deployments" / "workflows"
 MINI = "openai:gpt-4.1-mini"
 CLAUDE = "anthropic:claude-sonnet-4-0"
 
 
 def run(workflow, inputs=None, **kwargs):
-    from flows.compile import final_report, run_workflow
+    from flows.engine import final_report
+    from orchestra.flow import run_workflow
 
     async def main():
         state = await run_workflow(workflow=workflow, inputs=inputs or {}, return_state=True, **kwargs)
@@ -32,7 +35,7 @@ def run(workflow, inputs=None, **kwargs):
 
 
 def attempts_in_ledger(store, flow_run_id: str) -> list[dict]:
-    return [c for c in store.get_run(flow_run_id)["calls"] if not c["cached"]]
+    return [c for c in queries.run(store, flow_run_id)["calls"] if not c["cached"]]
 
 
 def read_events(prefix: str, since: datetime, n: int, timeout: float = 20.0) -> list[dict]:
@@ -71,7 +74,8 @@ def test_30_percent_injected_faults_20_code_review_runs_all_complete(orchestra_e
         step["timeout"] = 1  # a slow reply (3 s) is a timeout, and a transient failure
 
     async def all_runs():
-        from flows.compile import final_report, run_workflow
+        from flows.engine import final_report
+        from orchestra.flow import run_workflow
 
         gate = asyncio.Semaphore(2)  # two at a time: the box has two cores
 
@@ -175,7 +179,7 @@ def test_breaker_opens_fails_fast_fallback_answers_and_half_open_probe_closes_it
     assert orchestra_env.load_breaker(ep.key)["state"] == "closed"
     assert breakers.state(ep)["state"] == "closed"
 
-    transitions = [(e["from_state"], e["to_state"]) for e in orchestra_env.breaker_events(ep.key)]
+    transitions = [(e["from_state"], e["to_state"]) for e in queries.breaker_events(orchestra_env, ep.key)]
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
     events = read_events("orchestra.breaker.", since, 3)
     assert [e["event"] for e in events] == ["orchestra.breaker.opened", "orchestra.breaker.half_opened",
@@ -187,14 +191,14 @@ def test_breaker_opens_fails_fast_fallback_answers_and_half_open_probe_closes_it
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def shared_store(request, tmp_path):
     """A ledger that several workers share: SQLite, and PostgreSQL (what teams run)."""
-    from services.store import Store
+    from ledger.store import Store
 
     if request.param == "sqlite":
         store = Store(f"sqlite:///{tmp_path / 'shared.db'}")
         yield store
         store.close()
         return
-    from tests.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
+    from tests.support.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
 
     server = postgres_url()
     if server is None:
@@ -224,7 +228,7 @@ def test_breaker_state_is_shared_by_processes_on_one_store(shared_store):
     assert worker_b.check(ep) == DENY  # a's probe is in flight
     worker_a.success(ep, probe=True)
     assert worker_b.check(ep) == ALLOW
-    assert [(e["from_state"], e["to_state"]) for e in orchestra_env.breaker_events(ep.key)] == [
+    assert [(e["from_state"], e["to_state"]) for e in queries.breaker_events(orchestra_env, ep.key)] == [
         ("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
 
 
@@ -285,7 +289,7 @@ def test_budget_stops_before_the_call_that_would_exceed_it(orchestra_env, openai
     spent = report["steps"]["one"]["cost_usd"]
     assert "budget_usd" in error and f"{budget:.6f}" in error and f"spent ${spent:.6f}" in error
     assert "needs up to $" in error and "not made" in error
-    row = orchestra_env.get_run(report["flow_run_id"])
+    row = queries.run(orchestra_env, report["flow_run_id"])
     assert 0 < row["cost_usd"] <= budget
     # --budget (the flow parameter) overrides the workflow's budget
     report, state = run(wf, budget_usd=1.0)
@@ -311,7 +315,7 @@ def test_budget_holds_for_concurrent_steps(orchestra_env, openai_fake):
 def test_agent_daily_budget_counts_todays_ledger(orchestra_env, openai_fake):
     from agents.base import AgentConfig
     from flows.budget import worst_case
-    from services.store import CallRecord
+    from ledger.store import CallRecord
 
     prompt = "daily " + uuid.uuid4().hex
     worst = worst_case(AgentConfig(name="thrifty", **_budget_agent()), MINI, prompt)
@@ -343,7 +347,7 @@ def _routing_workflow(strategy: str) -> dict:
 
 def _ledger_history(store) -> None:
     """alpha: 100 ms, 5 recent calls; bravo: 300 ms, 1 call, the newest; charlie: no history."""
-    from services.store import CallRecord
+    from ledger.store import CallRecord
 
     store.start_run(flow_run_id="history", workflow="h", inputs={})
     for agent, latency, n in (("alpha", 100.0, 5), ("bravo", 300.0, 1)):
@@ -408,7 +412,7 @@ def test_a_routed_step_runs_and_reports_the_agent_that_answered(orchestra_env, o
     assert state.is_completed(), state.message
     # the router is the default model (passthrough, offline); its echo names no single agent -> alpha
     assert report["steps"]["pick"]["agent"] == "alpha"
-    calls = orchestra_env.get_run(report["flow_run_id"])["calls"]
+    calls = queries.run(orchestra_env, report["flow_run_id"])["calls"]
     assert [c["step"] for c in calls] == ["pick:route", "pick"]
     assert calls[0]["agent"] == "router" and report["steps"]["pick"]["attempts"] == 1
 
@@ -482,9 +486,9 @@ def test_a_step_that_fails_for_good_is_kept_with_its_prompt_and_error(orchestra_
 
     from flows.spec import parse_workflow
 
-    ref = orchestra_env.get_run(report["flow_run_id"])["workflow_ref"]
+    ref = queries.run(orchestra_env, report["flow_run_id"])["workflow_ref"]
     assert parse_workflow(json.loads(ref)).model_dump() == parse_workflow(wf).model_dump()
-    letters = orchestra_env.list_dead_letters(flow_run_id=report["flow_run_id"])
+    letters = queries.dead_letters(orchestra_env, flow_run_id=report["flow_run_id"])
     assert len(letters) == 1
     letter = letters[0]
     assert (letter["workflow"], letter["step"], letter["agent"], letter["model"], letter["attempts"]) == (
@@ -503,7 +507,7 @@ def test_local_rate_limit_is_a_token_bucket():
 
 
 # ---------------------------------------------------------------------------
-# approvals (approve and reject against `prefect server start`: tests/test_resilience_cli.py)
+# approvals (approve and reject against `prefect server start`: tests/app/test_resilience_cli.py)
 
 
 def test_an_approval_nobody_answers_times_out_and_fails_the_run(orchestra_env, monkeypatch):
@@ -514,4 +518,4 @@ def test_an_approval_nobody_answers_times_out_and_fails_the_run(orchestra_env, m
     assert state.is_failed()
     assert "approval timed out after 1 s" in report["steps"]["gate"]["error"]
     assert report["steps"]["after"]["state"] == "NOT_READY"
-    assert orchestra_env.get_run(report["flow_run_id"])["state"] == "FAILED"
+    assert queries.run(orchestra_env, report["flow_run_id"])["state"] == "FAILED"

@@ -1,6 +1,6 @@
-"""The ledger (services.store / models / migrations / redact) on SQLite and PostgreSQL.
+"""The ledger (ledger.store / models / migrations / redact) on SQLite and PostgreSQL.
 
-PostgreSQL tests run against a private throw-away cluster (tests/pg.py) and are
+PostgreSQL tests run against a private throw-away cluster (tests/support/pg.py) and are
 skipped with the reason when none can be started.
 """
 
@@ -18,21 +18,23 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from ledger import queries
 from sqlalchemy import inspect, text
 
-from services import store as store_mod
-from services.migrations import ALEMBIC_INI, MIGRATIONS_DIR, VERSION_TABLE, head_revisions
-from services.models import Base
-from services.redact import redact, redact_url
-from services.store import CallRecord, Store, get_store
+from ledger import store as store_mod
+from ledger.migrations import ALEMBIC_INI, MIGRATIONS_DIR, VERSION_TABLE, head_revisions
+from ledger.models import Base
+from core.redact import redact, redact_url
+from ledger.store import CallRecord, Store, get_store
 
 try:
-    from tests.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
+    from tests.support.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
 
 UTC = timezone.utc
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 BACKENDS = [
@@ -95,7 +97,7 @@ def test_migrate_is_idempotent(db_url, monkeypatch):
     s = Store(db_url, auto_migrate=False)
     assert s.current_revisions() is None
     s.migrate()
-    assert s.current_revisions() == head_revisions() == frozenset({"0002"})
+    assert s.current_revisions() == head_revisions() == frozenset({"0003"})
     s.migrate()  # same Store: a no-op
 
     insp = inspect(s.engine)
@@ -113,7 +115,7 @@ def test_migrate_is_idempotent(db_url, monkeypatch):
     s2 = Store(db_url)
     s2.migrate()
     assert s2.current_revisions() == head_revisions()
-    assert [r["flow_run_id"] for r in s2.list_runs()] == ["keep"]
+    assert [r["flow_run_id"] for r in queries.runs(s2)] == ["keep"]
     assert rows(s2, f"SELECT count(*) FROM {VERSION_TABLE}")[0][0] == 1
     s2.close()
 
@@ -147,7 +149,7 @@ def test_concurrent_first_migrations_do_not_collide(db_url):
     for t in threads:
         t.join(60)
     assert errors == []
-    assert all(s.current_revisions() == frozenset({"0002"}) for s in stores)
+    assert all(s.current_revisions() == frozenset({"0003"}) for s in stores)
     for s in stores:
         s.close()
 
@@ -171,7 +173,7 @@ def test_alembic_command_line_works_from_any_cwd(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )
         assert r.returncode == 0, r.stderr
-    assert "0002 (head)" in r.stdout
+    assert "0003 (head)" in r.stdout
     s = Store(url, auto_migrate=False)
     assert s.current_revisions() == head_revisions()
     s.close()
@@ -206,9 +208,9 @@ def test_finish_run_totals_are_the_sum_of_the_calls(store):
         "cost_usd": pytest.approx(0.00014 + 0.00012 + 0.00016, rel=1e-12),
     }
     assert written == {**expected, "duration_s": 12.5}
-    assert store.totals("r1") == expected
+    assert queries.totals(store, "r1") == expected
 
-    run = store.get_run("r1")
+    run = queries.run(store, "r1")
     assert run["state"] == "COMPLETED"
     assert run["workflow"] == "code-review"
     assert run["inputs"] == {"code": "x"}
@@ -232,18 +234,18 @@ def test_finish_run_totals_are_the_sum_of_the_calls(store):
     assert calls[0]["latency_ms"] == 410.0
     assert datetime.fromisoformat(calls[0]["created"]).tzinfo is not None
 
-    style = store.calls_for_step("r1", "style")
+    style = queries.step_attempts(store, "r1", "style")
     assert [(c["attempt"], c["status"], c["input_tokens"]) for c in style] == [
         (1, "error", 0), (2, "ok", 250),
     ]
-    assert store.calls_for_step("r1", "nope") == []
-    assert store.totals("unknown-run") == {
+    assert queries.step_attempts(store, "r1", "nope") == []
+    assert queries.totals(store, "unknown-run") == {
         "calls": 0, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "cost_usd": 0.0,
     }
-    assert store.get_run("unknown-run") is None
+    assert queries.run(store, "unknown-run") is None
 
     # The list shows the stored totals.
-    (listed,) = store.list_runs()
+    (listed,) = queries.runs(store)
     assert (listed["calls"], listed["input_tokens"], listed["cost_usd"]) == (
         4, 812, pytest.approx(0.00042)
     )
@@ -253,12 +255,12 @@ def test_running_run_shows_live_totals_and_failed_run_keeps_error(store):
     store.start_run(flow_run_id="live", workflow="wf", inputs={}, started=T0)
     store.record_call(call("live", input_tokens=5, output_tokens=7, cost_usd=0.5))
     store.record_call(call("live", input_tokens=1, output_tokens=1, cost_usd=0.25))
-    (run,) = store.list_runs()
+    (run,) = queries.runs(store)
     assert run["state"] == "RUNNING" and run["ended"] is None and run["duration_s"] is None
     assert (run["calls"], run["input_tokens"], run["output_tokens"], run["cost_usd"]) == (
         2, 6, 8, 0.75
     )
-    detail = store.get_run("live")
+    detail = queries.run(store, "live")
     assert (detail["n_calls"], detail["cost_usd"], len(detail["calls"])) == (2, 0.75, 2)
 
     class StateType(enum.Enum):  # what Prefect's StateType looks like
@@ -266,7 +268,7 @@ def test_running_run_shows_live_totals_and_failed_run_keeps_error(store):
 
     store.finish_run(flow_run_id="live", state=StateType.FAILED, ended=T0 + timedelta(seconds=3),
                      error="step 'x' failed")
-    run = store.get_run("live")
+    run = queries.run(store, "live")
     assert (run["state"], run["error"], run["n_calls"], run["cost_usd"]) == (
         "FAILED", "step 'x' failed", 2, 0.75
     )
@@ -277,14 +279,14 @@ def test_start_run_again_is_a_retry_of_the_same_run(store):
     store.record_call(call("r", cost_usd=1.0))
     store.finish_run(flow_run_id="r", state="FAILED", ended=T0 + timedelta(seconds=1), error="boom")
     store.start_run(flow_run_id="r", workflow="wf", inputs={"a": 1}, started=T0 + timedelta(minutes=1))
-    run = store.get_run("r")
+    run = queries.run(store, "r")
     assert (run["state"], run["started"], run["ended"], run["error"]) == (
         "RUNNING", T0.isoformat(), None, None
     )
     store.record_call(call("r", cost_usd=2.0))
     totals = store.finish_run(flow_run_id="r", state="completed", ended=T0 + timedelta(minutes=2))
     assert (totals["calls"], totals["cost_usd"], totals["duration_s"]) == (2, 3.0, 120.0)
-    assert len(store.list_runs()) == 1
+    assert len(queries.runs(store)) == 1
 
 
 def test_finish_run_rejects_unknown_runs_and_states(store):
@@ -298,7 +300,7 @@ def test_finish_run_rejects_unknown_runs_and_states(store):
     # Totals passed the architecture.md way are accepted and ignored (SQL is the truth).
     totals = store.finish_run(flow_run_id="r", state="COMPLETED", ended=T0, cost_usd=99.0)
     assert totals["cost_usd"] == 0.0
-    assert store.get_run("r")["cost_usd"] == 0.0
+    assert queries.run(store, "r")["cost_usd"] == 0.0
 
 
 def test_timestamps_are_stored_and_returned_in_utc(store):
@@ -308,12 +310,12 @@ def test_timestamps_are_stored_and_returned_in_utc(store):
     store.start_run(flow_run_id="naive", workflow="wf", inputs={},
                     started=datetime(2025, 3, 1, 22, 0))  # naive = UTC
     store.record_call(call("tz", created=datetime(2025, 3, 2, 0, 30, tzinfo=plus_two)))
-    runs = {r["flow_run_id"]: r for r in store.list_runs()}
+    runs = {r["flow_run_id"]: r for r in queries.runs(store)}
     assert runs["tz"]["started"] == "2025-03-01T21:30:00+00:00"
     assert runs["naive"]["started"] == "2025-03-01T22:00:00+00:00"
-    assert [r["flow_run_id"] for r in store.list_runs()] == ["naive", "tz"]
+    assert [r["flow_run_id"] for r in queries.runs(store)] == ["naive", "tz"]
     # 00:30 at +02:00 is still March 1st in UTC.
-    assert [d["day"] for d in store.costs("day")] == ["2025-03-01"]
+    assert [d["day"] for d in queries.cost_groups(store, "day")] == ["2025-03-01"]
 
 
 def test_list_runs_newest_first_with_limit_and_filters(store):
@@ -322,16 +324,16 @@ def test_list_runs_newest_first_with_limit_and_filters(store):
         store.start_run(flow_run_id=f"run-{i}", workflow="even" if i % 2 == 0 else "odd",
                         inputs={"i": i}, started=T0 + timedelta(minutes=i))
     store.finish_run(flow_run_id="run-4", state="COMPLETED", ended=T0 + timedelta(hours=1))
-    listed = store.list_runs()
+    listed = queries.runs(store)
     assert [r["flow_run_id"] for r in listed] == ["run-4", "run-3", "run-2", "run-1", "run-0"]
     assert {"flow_run_id", "workflow", "state", "cost_usd", "started", "input_tokens",
             "output_tokens", "duration_s", "calls"} <= set(listed[0])
     assert listed[0]["started"] == (T0 + timedelta(minutes=4)).isoformat()
     assert datetime.fromisoformat(listed[0]["started"]) == T0 + timedelta(minutes=4)
-    assert [r["flow_run_id"] for r in store.list_runs(limit=2)] == ["run-4", "run-3"]
-    assert [r["flow_run_id"] for r in store.list_runs(workflow="odd")] == ["run-3", "run-1"]
-    assert [r["flow_run_id"] for r in store.list_runs(state="COMPLETED")] == ["run-4"]
-    assert store.list_runs(workflow="none") == []
+    assert [r["flow_run_id"] for r in queries.runs(store, limit=2)] == ["run-4", "run-3"]
+    assert [r["flow_run_id"] for r in queries.runs(store, workflow="odd")] == ["run-3", "run-1"]
+    assert [r["flow_run_id"] for r in queries.runs(store, state="COMPLETED")] == ["run-4"]
+    assert queries.runs(store, workflow="none") == []
 
 
 # --------------------------------------------------------------------------- costs
@@ -363,7 +365,7 @@ def _strip(groups):
 
 def test_costs_by_model(store):
     _seed_costs(store)
-    assert _strip(store.costs("model")) == [
+    assert _strip(queries.cost_groups(store, "model")) == [
         {"model": "anthropic:claude-sonnet-4", "calls": 2, "input_tokens": 600,
          "output_tokens": 60, "cached_tokens": 7, "cost_usd": 12.0},
         {"model": "openai:gpt-4.1-mini", "calls": 4, "input_tokens": 450,
@@ -373,7 +375,7 @@ def test_costs_by_model(store):
 
 def test_costs_by_agent(store):
     _seed_costs(store)
-    assert _strip(store.costs("agent")) == [
+    assert _strip(queries.cost_groups(store, "agent")) == [
         {"agent": "writer", "calls": 2, "input_tokens": 600, "output_tokens": 60,
          "cached_tokens": 7, "cost_usd": 12.0},
         {"agent": "reviewer", "calls": 3, "input_tokens": 400, "output_tokens": 40,
@@ -385,7 +387,7 @@ def test_costs_by_agent(store):
 
 def test_costs_by_workflow(store):
     _seed_costs(store)
-    assert _strip(store.costs("workflow")) == [
+    assert _strip(queries.cost_groups(store, "workflow")) == [
         {"workflow": "wf-a", "calls": 4, "input_tokens": 700, "output_tokens": 70,
          "cached_tokens": 7, "cost_usd": 13.0},
         {"workflow": "wf-b", "calls": 2, "input_tokens": 350, "output_tokens": 35,
@@ -395,24 +397,24 @@ def test_costs_by_workflow(store):
 
 def test_costs_by_day(store):
     _seed_costs(store)
-    assert _strip(store.costs("day")) == [
+    assert _strip(queries.cost_groups(store, "day")) == [
         {"day": "2025-03-01", "calls": 4, "input_tokens": 650, "output_tokens": 65,
          "cached_tokens": 0, "cost_usd": 7.5},
         {"day": "2025-03-02", "calls": 2, "input_tokens": 400, "output_tokens": 40,
          "cached_tokens": 7, "cost_usd": 8.0},
     ]
-    only_day2 = store.costs("model", since=T0 + timedelta(days=1))
+    only_day2 = queries.cost_groups(store, "model", since=T0 + timedelta(days=1))
     assert [(g["model"], g["calls"], g["cost_usd"]) for g in only_day2] == [
         ("anthropic:claude-sonnet-4", 1, 8.0), ("openai:gpt-4.1-mini", 1, 0.0),
     ]
-    only_day1 = store.costs("workflow", until=T0 + timedelta(days=1))
+    only_day1 = queries.cost_groups(store, "workflow", until=T0 + timedelta(days=1))
     assert [(g["workflow"], g["calls"]) for g in only_day1] == [("wf-a", 2), ("wf-b", 2)]
 
 
 def test_costs_empty_and_bad_group(store):
-    assert store.costs("model") == []
+    assert queries.cost_groups(store, "model") == []
     with pytest.raises(ValueError) as info:
-        store.costs("provider")
+        queries.cost_groups(store, "provider")
     message = str(info.value)
     assert "'provider'" in message
     for valid in ("model", "agent", "workflow", "day"):
@@ -439,7 +441,7 @@ def test_errors_and_inputs_are_redacted_before_they_are_written(store, monkeypat
     store.finish_run(flow_run_id="sec", state="FAILED", ended=T0,
                      error=f"step failed with key {env_secret}")
 
-    run = store.get_run("sec")
+    run = queries.run(store, "sec")
     err = run["calls"][0]["error"]
     assert err == (
         "401 Unauthorized: Incorrect API key provided: sk-***. "
@@ -556,7 +558,7 @@ def test_record_call_does_not_wait_for_a_locked_database(tmp_path):
         blocker.execute("ROLLBACK")
         blocker.close()
     assert s.flush(timeout=60) is True
-    assert s.totals("r")["calls"] == 65
+    assert queries.totals(s, "r")["calls"] == 65
     s.close()
 
 
@@ -568,9 +570,9 @@ def test_a_bad_call_does_not_stop_the_writer(store, caplog):
     store.flush()
     assert store.write_errors == 1
     assert "no-such-run" in caplog.text
-    assert [c["step"] for c in store.get_run("ok")["calls"]] == ["before", "after"]
+    assert [c["step"] for c in queries.run(store, "ok")["calls"]] == ["before", "after"]
     store.record_call(call("ok", step="later"))
-    assert store.totals("ok")["calls"] == 3
+    assert queries.totals(store, "ok")["calls"] == 3
 
 
 def test_record_call_validates_on_the_caller_side(store):
@@ -599,17 +601,13 @@ def test_record_call_accepts_mappings_and_adapter_results(store):
         latency_ms: float = 0.0
         agent: str | None = None
 
-    class FakeCallError(Exception):
-        def __init__(self):
-            super().__init__("boom")
-            self.message, self.provider, self.model = "503 overloaded", "anthropic", "anthropic:claude"
-
     store.start_run(flow_run_id="m", workflow="wf", inputs={}, started=T0)
     store.record_call({"flow_run_id": "m", "step": "a", "model": "fast-agent:passthrough"})
     result = FakeAgentResult("hi", "openai", "openai:gpt-4.1", 3, 4, 1, 0.5, True, 2, 9.5, "rev")
-    store.record_call(CallRecord.from_result(result, flow_run_id="m", step="b"))
-    store.record_call(CallRecord.from_error(FakeCallError(), flow_run_id="m", step="c", attempt=3))
-    calls = store.get_run("m")["calls"]
+    store.record_call(CallRecord.from_result(result, flow_run_id="m", step="b", attempt=2))
+    store.record_call(CallRecord.from_error("503 overloaded", flow_run_id="m", step="c", model="anthropic:claude",
+                                            agent=None, attempt=3, latency_ms=0.0))
+    calls = queries.run(store, "m")["calls"]
     assert [(c["step"], c["provider"], c["model"], c["agent"], c["attempt"], c["status"])
             for c in calls] == [
         ("a", "fast-agent", "fast-agent:passthrough", None, 1, "ok"),
@@ -624,7 +622,7 @@ def test_queued_calls_are_flushed_at_interpreter_exit(tmp_path):
     url = f"sqlite:///{tmp_path}/exit.db"
     code = (
         "from datetime import datetime, timezone\n"
-        "from services.store import get_store, CallRecord\n"
+        "from ledger.store import get_store, CallRecord\n"
         f"s = get_store({url!r})\n"
         "s.start_run(flow_run_id='x', workflow='wf', inputs={}, started=datetime.now(timezone.utc))\n"
         "for i in range(300):\n"
@@ -635,7 +633,7 @@ def test_queued_calls_are_flushed_at_interpreter_exit(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     s = Store(url)
-    assert s.totals("x")["calls"] == 300
+    assert queries.totals(s, "x")["calls"] == 300
     s.close()
 
 
@@ -684,5 +682,5 @@ def test_in_memory_sqlite_store():
     for i in range(20):
         s.record_call(call("mem", step=str(i), cost_usd=0.5))
     assert s.finish_run(flow_run_id="mem", state="COMPLETED", ended=T0)["cost_usd"] == 10.0
-    assert [g["calls"] for g in s.costs("workflow")] == [20]
+    assert [g["calls"] for g in queries.cost_groups(s, "workflow")] == [20]
     s.close()

@@ -13,9 +13,11 @@ import importlib.util
 import httpx
 import pytest
 
-from tests.prefect_stack import ROOT, WORKER_LIMIT, PgStack
+from ledger import queries
 
-pytest_plugins = ["tests.prefect_server_fixture"]
+from tests.support.prefect_stack import ROOT, WORKER_LIMIT, PgStack
+
+pytest_plugins = ["tests.support.prefect_server_fixture"]
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
 RUNS = 20
@@ -30,7 +32,7 @@ def _bench():
 
 
 def test_twenty_code_review_runs_submitted_at_once_all_complete(pg_stack: PgStack):
-    from services.store import Store
+    from ledger.store import Store
 
     bench, stack = _bench(), pg_stack.stack
     fake = stack.fake_url.removesuffix("/v1")
@@ -44,7 +46,7 @@ def test_twenty_code_review_runs_submitted_at_once_all_complete(pg_stack: PgStac
 
     ledger = Store(stack.ledger_url)
     for run_id in result["flow_run_ids"]:
-        row = ledger.get_run(run_id)
+        row = queries.run(ledger, run_id)
         assert row["state"] == "COMPLETED" and len(row["calls"]) == 4, run_id
         assert all(c["model"] == MODEL and c["status"] == "ok" for c in row["calls"]), run_id
     # every agent call reached the provider exactly once: no result cache, no retry

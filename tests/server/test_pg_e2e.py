@@ -1,6 +1,6 @@
 """PostgreSQL end to end: the Prefect server itself on PostgreSQL (asyncpg) and the
 Orchestra ledger on PostgreSQL (psycopg2), each in its own database of the
-throw-away cluster of tests/pg.py; a deployment run through a process worker.
+throw-away cluster of tests/support/pg.py; a deployment run through a process worker.
 See the `pg_stack` fixture in tests/prefect_server_fixture.py.
 """
 
@@ -11,16 +11,18 @@ import re
 
 import pytest
 
-from tests.prefect_stack import PgStack
+from ledger import queries
 
-pytest_plugins = ["tests.prefect_server_fixture"]
+from tests.support.prefect_stack import PgStack
+
+pytest_plugins = ["tests.support.prefect_server_fixture"]
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
 
 def test_a_deployment_run_on_a_prefect_server_and_a_ledger_on_postgresql(pg_stack: PgStack):
     import psycopg2
 
-    from services.store import Store
+    from ledger.store import Store
 
     stack, api = pg_stack.stack, pg_stack.stack.api
     run_id = api.create_run(api.deployment_id("code-review"), {"model": "openai:gpt-4.1-mini"})
@@ -42,7 +44,7 @@ def test_a_deployment_run_on_a_prefect_server_and_a_ledger_on_postgresql(pg_stac
     # and the ledger too, with the cost the artifact shows
     ledger = Store(stack.ledger_url)
     assert ledger.url.get_backend_name() == "postgresql"
-    row = ledger.get_run(run_id)
+    row = queries.run(ledger, run_id)
     assert row is not None and row["state"] == "COMPLETED" and row["workflow"] == "code-review"
     assert len(row["calls"]) == 4 and {c["model"] for c in row["calls"]} == {"openai:gpt-4.1-mini"}
     assert row["cost_usd"] > 0

@@ -1,6 +1,6 @@
 """Server mode end to end: `prefect server start`, `prefect deploy` of prefect.yaml, a
 process worker, and workflow runs submitted through Prefect's REST API, as a user
-(or the AI Orchestra service's clients) would. See tests/prefect_stack.py.
+(or the AI Orchestra service's clients) would. See tests/support/prefect_stack.py.
 
 Runs are submitted together and awaited together where the test allows: each flow
 run is a fresh Python process on the worker (a few seconds of imports).
@@ -17,18 +17,21 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
+
+from ledger import queries
 import yaml
 
-from tests.prefect_stack import PY, ROOT, Stack, clean_env, free_port
+from tests.support.prefect_stack import PY, ROOT, Stack, clean_env, free_port
 
-pytest_plugins = ["tests.prefect_server_fixture"]
+pytest_plugins = ["tests.support.prefect_server_fixture"]
 pytestmark = pytest.mark.server
 
-FAKE_KEY = "sk-test-not-a-real-key-123456"  # the worker's OPENAI_API_KEY (tests/prefect_stack.py)
+FAKE_KEY = "sk-test-not-a-real-key-123456"  # the worker's OPENAI_API_KEY (tests/support/prefect_stack.py)
 
 RUN_GRAPH = {
     "name": "login-feature",
     "workflow_type": "graph",
+    "metadata": {"project": "acme-portal", "requested_by": "ada", "ticket": 42},  # as the service's examples carry
     "tasks": [
         {"agent_id": "api", "agent_role": "backend", "input_data": {"task": "Design a login API."},
          "depends_on": []},
@@ -41,7 +44,7 @@ RUN_GRAPH = {
 
 
 def _ledger(stack: Stack):
-    from services.store import Store
+    from ledger.store import Store
 
     return Store(stack.ledger_url)
 
@@ -83,7 +86,7 @@ def test_prefect_yaml_deploys_one_deployment_per_shipped_workflow(prefect_stack:
     crons = []
     for name in shipped:
         dep = api.deployment(name)
-        assert dep["entrypoint"] == "flows/compile.py:run_workflow"
+        assert dep["entrypoint"] == "orchestra/flow.py:run_workflow"
         assert dep["parameters"] == {"workflow": name}
         assert dep["work_pool_name"] == "orchestra"
         assert dep["pull_steps"] == [
@@ -102,9 +105,15 @@ def test_run_graph_document_completes_with_a_task_run_per_step(prefect_stack: St
     task_runs = api.task_runs(run_id)
     assert sorted(t["name"] for t in task_runs) == ["api", "form", "tests"]
     assert {t["state"]["type"] for t in task_runs} == {"COMPLETED"}
-    # `tests` ran after both of its upstream tasks
+    # `tests` ran after both of its upstream tasks, and the UI draws exactly those edges
     by_name = {t["name"]: t for t in task_runs}
     assert by_name["tests"]["start_time"] >= max(by_name["api"]["end_time"], by_name["form"]["end_time"])
+    names = {t["id"]: t["name"] for t in task_runs}
+    edges = {t["name"]: sorted(names[i["id"]] for inputs in t["task_inputs"].values() for i in inputs
+                               if i.get("input_type") == "task_run") for t in task_runs}
+    assert edges == {"api": [], "form": [], "tests": ["api", "form"]}
+    # the /run-graph metadata is kept on the flow run (as tags) and in the ledger
+    assert {"project:acme-portal", "requested_by:ada", "ticket:42"} <= set(api.flow_run(run_id)["tags"])
 
     artifacts = {a["key"]: a for a in api.artifacts(run_id)}
     assert "login-feature-cost" in artifacts, list(artifacts)
@@ -115,9 +124,10 @@ def test_run_graph_document_completes_with_a_task_run_per_step(prefect_stack: St
     assert {r["model"] for r in rows[:-1]} == {"fast-agent:passthrough"}
     assert {r["agent"] for r in rows[:-1]} == {"backend", "frontend", "qa"}
 
-    ledger = _ledger(prefect_stack).get_run(run_id)
+    ledger = queries.run(_ledger(prefect_stack), run_id)
     assert ledger is not None, "the worker's flow run wrote the ledger named by ORCHESTRA_DB_URL"
     assert ledger["state"] == "COMPLETED" and ledger["workflow"] == "login-feature"
+    assert ledger["metadata"] == RUN_GRAPH["metadata"]
     assert sorted(c["step"] for c in ledger["calls"]) == ["api", "form", "tests"]
 
 
@@ -143,10 +153,10 @@ def test_workflow_by_name_by_path_and_inline_dict(prefect_stack: Stack):
         assert state[0] == "COMPLETED", f"{label}: {state}\n{prefect_stack.diagnostics(run_id)}"
         names = sorted(t["name"] for t in api.task_runs(run_id) if t["state"]["type"] == "COMPLETED")
         assert names == task_names, label
-        assert ledger.get_run(run_id)["workflow"] == workflow, label
+        assert queries.run(ledger, run_id)["workflow"] == workflow, label
         assert f"{workflow}-cost" in {a["key"] for a in api.artifacts(run_id)}, label
-    assert ledger.get_run(runs["by name"][0])["inputs"] == {"name": "Ada"}
-    assert ledger.get_run(runs["inline dict"][0])["inputs"] == {"who": "Grace"}
+    assert queries.run(ledger, runs["by name"][0])["inputs"] == {"name": "Ada"}
+    assert queries.run(ledger, runs["inline dict"][0])["inputs"] == {"who": "Grace"}
 
 
 # ---------------------------------------------------------------------------
@@ -177,9 +187,9 @@ def test_bad_input_fails_the_run_with_a_message_that_names_it(prefect_stack: Sta
         assert FAKE_KEY not in message and FAKE_KEY not in logs, label
     # a workflow that never started leaves nothing half-written in the ledger
     ledger = _ledger(prefect_stack)
-    assert ledger.get_run(ids["unknown workflow"]) is None
-    assert ledger.get_run(ids["inputs that do not match"]) is None
-    assert ledger.get_run(ids["a block that does not exist"])["state"] == "FAILED"
+    assert queries.run(ledger, ids["unknown workflow"]) is None
+    assert queries.run(ledger, ids["inputs that do not match"]) is None
+    assert queries.run(ledger, ids["a block that does not exist"])["state"] == "FAILED"
 
 
 def test_parameters_of_the_wrong_type_are_refused_by_the_api(prefect_stack: Stack):
@@ -191,7 +201,7 @@ def test_parameters_of_the_wrong_type_are_refused_by_the_api(prefect_stack: Stac
 
 
 # ---------------------------------------------------------------------------
-# events (emitted by flows/compile.py)
+# events (emitted by flows/engine.py)
 
 
 def test_a_run_emits_run_finished_and_agent_call_events(prefect_stack: Stack, run_graph_run: dict):
@@ -292,7 +302,7 @@ def test_cost_alert_automation_loads_and_notifies_above_the_threshold(prefect_st
     load = _load_module()
     now = datetime.now(timezone.utc).isoformat()
     events = []
-    for workflow, cost in (("cheap", 0.1), ("pricey", 0.3)):  # as flows/compile.py emits them
+    for workflow, cost in (("cheap", 0.1), ("pricey", 0.3)):  # as flows/engine.py emits them
         events.append({
             "id": str(uuid.uuid4()), "occurred": now, "event": "orchestra.run.finished",
             "resource": {"prefect.resource.id": f"orchestra.workflow.{workflow}", "prefect.resource.name": workflow,
@@ -388,7 +398,7 @@ def test_preflight_names_the_server_and_the_pool(prefect_stack: Stack, capsys):
 def test_deploy_as_ci_does_records_the_workers_checkout(prefect_stack: Stack):
     """What .github/workflows/deploy.yml runs: preflight, then `prefect deploy` with
     ORCHESTRA_REPO naming the workers' checkout, which the pull step then uses."""
-    from tests.prefect_stack import deploy, prefect_cli
+    from tests.support.prefect_stack import deploy, prefect_cli
 
     api = prefect_stack.api
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from flows.spec import WorkflowError, coerce_inputs, load_workflow, parse_workflow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "deployments" / "workflows").glob("*.yaml"))
 
 
@@ -118,7 +118,7 @@ def test_for_each_and_when_names_are_checked():
     wf = parse_workflow({"name": "f", "inputs": {"xs": {"type": "array", "default": [1]}}, "steps": [
         {"id": "a", "for_each": "inputs.xs", "prompt": "{{ item }} {{ index }}"},
         {"id": "b", "when": "inputs.xs | length > 1", "depends_on": ["a"], "prompt": "{{ steps.a.output | join(',') }}"}]})
-    assert wf.step("a").for_each == "inputs.xs"
+    assert _step(wf, "a").for_each == "inputs.xs"
     with pytest.raises(WorkflowError) as info:
         parse_workflow({"name": "f", "steps": [{"id": "a", "prompt": "{{ item }}"}]})
     assert "unknown name 'item'" in str(info.value)
@@ -150,12 +150,12 @@ def test_run_graph_format(tmp_path):
     wf = load_workflow(write(tmp_path, "graph-job.json", json.dumps(doc)))
     assert wf.name == "graph-job"
     assert wf.dependencies() == {"1": [], "2": [], "3": ["1", "2"]}
-    assert wf.step("3").agent == "qa"
+    assert _step(wf, "3").agent == "qa"
     from flows import templates
 
-    text = templates.render(wf.step("3").prompt, {"steps": {"1": {"output": "API!"}, "2": {"output": "UI!"}}, "inputs": {}})
+    text = templates.render(_step(wf, "3").prompt, {"steps": {"1": {"output": "API!"}, "2": {"output": "UI!"}}, "inputs": {}})
     assert text.startswith("Test it") and "API!" in text and "UI!" in text and "staging" in text
-    assert templates.render(wf.step("1").prompt, {"steps": {}, "inputs": {}}) == "Design the {API}"
+    assert templates.render(_step(wf, "1").prompt, {"steps": {}, "inputs": {}}) == "Design the {API}"
 
 
 def test_run_graph_sequential_passes_previous_output():
@@ -163,7 +163,7 @@ def test_run_graph_sequential_passes_previous_output():
         {"agent_id": "a", "agent_role": "backend", "input_data": {"task": "one"}},
         {"agent_id": "b", "agent_role": "qa", "input_data": {"task": "two"}}]})
     assert wf.dependencies() == {"a": [], "b": ["a"]}
-    assert "steps['a'].output" in wf.step("b").prompt
+    assert "steps['a'].output" in _step(wf, "b").prompt
 
 
 def test_run_graph_unknown_role_is_an_error():
@@ -187,3 +187,49 @@ def test_mermaid_graph():
     text = wf.mermaid()
     assert text.startswith("flowchart TD")
     assert "s_security --> s_summary" in text and "s_style --> s_summary" in text
+
+
+def _step(wf, step_id):
+    return next(s for s in wf.steps if s.id == step_id)
+
+
+def test_a_schema_error_does_not_hide_the_other_problems():
+    """An unknown field used to stop validation at the schema; the cross-checks run too."""
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({"name": "w", "colour": "blue", "steps": [
+            {"id": "a", "prompt": "{{ inputs.nope }}", "retries": "many"},
+            {"id": "b", "prompt": "x", "depends_on": ["ghost"]}]})
+    problems = e.value.problems
+    assert "colour: unknown field" in problems
+    assert any(p.startswith("step 'a': retries:") for p in problems), problems
+    assert "step 'b': depends_on names unknown step 'ghost'" in problems
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({"name": "w", "steps": [{"id": "a", "prompt": "{{ inputs.nope }}", "colour": 1}]})
+    assert e.value.problems == ["step 'a': colour: unknown field", "step 'a': prompt: unknown input 'nope'"]
+
+
+def test_an_agent_with_mcp_servers_is_refused_until_tool_use_lands():
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({"name": "w", "agents": {"tooly": {"model": "openai:gpt-4.1-mini", "servers": ["fetch"]}},
+                        "steps": [{"id": "a", "agent": "tooly", "prompt": "x"}]})
+    assert any("agent 'tooly': servers: fetch" in p and "not supported yet" in p for p in e.value.problems)
+
+
+def test_a_step_has_exactly_one_kind():
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({"name": "w", "steps": [{"id": "a", "prompt": "x", "approval": {"message": "ok?"}},
+                                               {"id": "b"}]})
+    assert e.value.problems == [
+        "step 'a': a step has exactly one of `prompt` or `approval` (this one has `prompt`, `approval`)",
+        "step 'b': a step has exactly one of `prompt` or `approval` (this one has none)"]
+    wf = parse_workflow({"name": "w", "steps": [{"id": "a", "prompt": "x"}, {"id": "b", "approval": {}}]})
+    assert [s.kind for s in wf.steps] == ["agent", "approval"]
+
+
+def test_run_graph_metadata_is_accepted_and_kept():
+    body = {"workflow_type": "graph", "metadata": {"project": "acme", "ticket": 7},
+            "tasks": [{"agent_id": "api", "agent_role": "backend", "input_data": {"task": "Design it."}}]}
+    assert parse_workflow(body, default_name="x").metadata == {"project": "acme", "ticket": 7}
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({**body, "metadata": ["not", "an", "object"]})
+    assert e.value.problems == ["metadata: must be an object (got list)"]

@@ -1,5 +1,5 @@
 """pytest fixtures for server mode, shared by every test module that declares
-``pytest_plugins = ["tests.prefect_server_fixture"]`` (one instance per session).
+``pytest_plugins = ["tests.support.prefect_server_fixture"]`` (one instance per session).
 
 ``prefect_stack``: `prefect server start` on SQLite (what a newcomer runs) on a
 free loopback port in a temporary PREFECT_HOME, the `orchestra` process work
@@ -9,7 +9,7 @@ whose flow runs write the ledger to a temporary SQLite file.
 
 ``pg_stack``: the same on PostgreSQL, the team setup of docs/scaling.md: the
 Prefect server's database (asyncpg) and the ledger (psycopg2) are two databases
-of the throw-away cluster of tests/pg.py; only the code-review deployment.
+of the throw-away cluster of tests/support/pg.py; only the code-review deployment.
 Skipped when PostgreSQL is unavailable. The load test runs here: a SQLite-backed
 Prefect server stalls on its write lock under many concurrent flow runs.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_stack import WORKER_LIMIT, PgStack, Stack, start_stack
+from tests.support.prefect_stack import WORKER_LIMIT, PgStack, Stack, start_stack
 
 # The worker and its flow runs retry a 503 (SQLite's "database is locked") 10 times,
 # not Prefect's default 5: with the default, a burst can crash a run (docs/scaling.md).
@@ -54,7 +54,7 @@ def prefect_stack() -> Stack:
 
 @pytest.fixture(scope="session")
 def pg_stack() -> PgStack:
-    from tests.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
+    from tests.support.pg import create_database, drop_database, postgres_unavailable_reason, postgres_url
 
     server = postgres_url()
     if server is None:

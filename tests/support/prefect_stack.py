@@ -33,7 +33,7 @@ from typing import Any, Iterable
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 POOL = "orchestra"

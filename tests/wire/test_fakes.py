@@ -20,7 +20,7 @@ import pytest
 
 from tests.fakes import AnthropicFake, OpenAIFake
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MSGS = [{"role": "user", "content": "please review this tiny function"}]
 
 
