@@ -2,7 +2,9 @@
 
 ``RunState.record`` is the one way a call reaches the ledger: the row goes to the
 run's own list (for its report), to the ledger it was given, and, for a provider
-attempt, out as an ``orchestra.agent.call`` Prefect event.
+attempt, out as an ``orchestra.agent.call`` Prefect event. ``RunState.step_changed``
+is the one way a step's state is told: to this process's listeners (the CLI's live
+table) and to the ledger (``core.steps.StepState``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.calls import CallRecord
+from core.steps import StepState
+from flows import progress
 
 __all__ = ["RunState", "current_run", "set_run", "reset_run"]
 
@@ -24,6 +28,15 @@ class RunState:
     model_override: str | None = None
     calls: list[CallRecord] = field(default_factory=list)
     registry: dict[str, Any] | None = None
+    kinds: dict[str, str] = field(default_factory=dict)  # step id -> kind
+
+    def step_changed(self, step: str, state: str, info: dict[str, Any] | None = None, **fields: Any) -> None:
+        """A step's new state: the listeners hear it, the ledger keeps it (``fields``:
+        agent, model, items, error, depends_on, position)."""
+        progress.notify(step, state, info or {})
+        if self.ledger is not None:
+            self.ledger.record_step(StepState(flow_run_id=self.flow_run_id, step=step, state=state,
+                                              kind=self.kinds.get(step, "agent"), **fields))
 
     def record(self, call: CallRecord) -> None:
         self.calls.append(call)

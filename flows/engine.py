@@ -29,7 +29,7 @@ from prefect.tasks import exponential_backoff
 
 from core.calls import CallRecord, counts_as_attempt
 from core.settings import settings
-from flows import progress, resilience, steps, templates
+from flows import resilience, steps, templates
 from flows.context import RunState, current_run, reset_run, set_run
 from flows.errors import StepError
 from flows.spec import Workflow
@@ -138,6 +138,10 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
                          metadata=wf.metadata or None)
     token = set_run(run)
     reports = {s.id: StepReport(kind=s.kind) for s in wf.steps}
+    run.kinds = {s.id: s.kind for s in wf.steps}
+    deps = wf.dependencies()
+    for position, s in enumerate(wf.steps):  # the run's whole DAG, before anything runs
+        run.step_changed(s.id, "PENDING", depends_on=tuple(deps[s.id]), position=position)
     try:
         await _run_steps(wf, inputs, model, no_cache, reports)
     finally:
@@ -194,7 +198,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
             blocked = [d for d in deps[step.id] if reports[d].state in ("FAILED", "NOT_READY")]
             if blocked:
                 report.state, report.error = "NOT_READY", f"upstream step '{blocked[0]}' did not complete"
-                progress.notify(step.id, report.state, {})
+                run.step_changed(step.id, report.state, error=report.error)
                 return
             values = {"inputs": inputs, "steps": outputs}
             if wf.type == "sequential" and deps[step.id]:
@@ -202,10 +206,12 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
             if step.when is not None and not _truthy(templates.evaluate(step.when, values)):
                 report.state = "SKIPPED"
                 outputs[step.id] = {"output": None}
-                progress.notify(step.id, "SKIPPED", {})
+                run.step_changed(step.id, "SKIPPED")
                 return
             kind = steps.kind(step.kind)
             t_start = time.perf_counter()
+            if step.kind != "agent":  # an agent step is RUNNING once it knows its agent (below)
+                run.step_changed(step.id, "RUNNING")
             prepared = await kind.prepare(step, StepContext(wf=wf, values=values, deps=deps[step.id], run=run,
                                                             model_override=model_override))
             report.agent, report.model = prepared.agent, prepared.model
@@ -213,11 +219,13 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 report.state, report.output = "COMPLETED", prepared.output
                 report.duration_s = time.perf_counter() - t_start
                 outputs[step.id] = {"output": report.output}
-                progress.notify(step.id, "COMPLETED", report.as_dict())
+                run.step_changed(step.id, "COMPLETED", report.as_dict())
                 return
             step_fn = _task_variant(step.retries, prepared.timeout, no_cache, delay)
             upstream = [r for d in deps[step.id] for r in results.get(d, ())]
-            progress.notify(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model})
+            run.step_changed(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model},
+                             agent=prepared.agent, model=prepared.model,
+                             items=len(prepared.runs) if step.for_each is not None else None)
             states = await asyncio.gather(*(
                 step_fn(label=label, kind=step.kind, params=params, upstream=upstream, return_state=True)
                 for label, params in prepared.runs))
@@ -226,7 +234,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
         except (StepError, templates.TemplateError) as exc:
             report.state = "FAILED"
             report.error = str(exc) if isinstance(exc, StepError) else f"step '{step.id}': {exc}"
-            progress.notify(step.id, "FAILED", {"error": report.error})
+            run.step_changed(step.id, "FAILED", {"error": report.error}, error=report.error)
         finally:
             if not done[step.id].done():
                 done[step.id].set_result(None)
@@ -235,7 +243,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
 
 
 async def _collect(step, kind, states: list[State], report: StepReport, outputs: dict,
-                   run: RunState | None) -> list[StepResult]:
+                   run: RunState) -> list[StepResult]:
     """Fold a step's task-run states into its report; returns the completed results."""
     completed: list[StepResult] = []
     errors = []
@@ -246,34 +254,29 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
             cached = st.name == "Cached"
             all_cached &= cached
             report.agent, report.model = value.agent or report.agent, value.model or report.model
-            if cached and run:  # a cache hit costs nothing: a row, so the ledger shows the step was served
+            if cached:  # a cache hit costs nothing: a row, so the ledger shows the step was served
                 run.record(CallRecord.cache_hit(flow_run_id=run.flow_run_id, step=step.id, model=value.model or "",
                                                 agent=value.agent, priced=value.priced))
             completed.append(value)
         else:
             errors.append(str(value) if isinstance(value, BaseException) else (st.message or st.name))
-    if run:  # every attempt of this step, failed ones included (they cost nothing at the provider)
-        rows = [c for c in run.calls if c.step == step.id]
-        report.attempts = sum(counts_as_attempt(cached=c.cached, purpose=c.purpose) for c in rows)
-        report.input_tokens = sum(c.input_tokens for c in rows)
-        report.output_tokens = sum(c.output_tokens for c in rows)
-        report.cost_usd = sum(c.cost_usd for c in rows)
-    else:
-        fresh = [r for r in completed]
-        report.input_tokens = sum(r.input_tokens for r in fresh)
-        report.output_tokens = sum(r.output_tokens for r in fresh)
-        report.cost_usd = sum(r.cost_usd for r in fresh)
+    rows = [c for c in run.calls if c.step == step.id]  # every attempt, failed ones included (they cost 0)
+    report.attempts = sum(counts_as_attempt(cached=c.cached, purpose=c.purpose) for c in rows)
+    report.input_tokens = sum(c.input_tokens for c in rows)
+    report.output_tokens = sum(c.output_tokens for c in rows)
+    report.cost_usd = sum(c.cost_usd for c in rows)
     report.cached = all_cached and not errors
     kind.report(report, completed)
     if errors:
         report.state = "FAILED"
         report.error = errors[0]
-        progress.notify(step.id, "FAILED", {"error": report.error})
+        run.step_changed(step.id, "FAILED", {"error": report.error}, error=report.error, agent=report.agent,
+                         model=report.model)
         return completed
     report.state = "COMPLETED"
     report.output = [r.output for r in completed] if step.for_each is not None else completed[0].output
     outputs[step.id] = {"output": report.output}
-    progress.notify(step.id, "COMPLETED", report.as_dict())
+    run.step_changed(step.id, "COMPLETED", report.as_dict(), agent=report.agent, model=report.model)
     return completed
 
 

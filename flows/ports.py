@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.calls import CallRecord
+from core.steps import StepState
 
 __all__ = ["Ledger"]
 
@@ -22,6 +23,8 @@ class Ledger(Protocol):
                   metadata: dict[str, Any] | None) -> None: ...
 
     def record_call(self, call: CallRecord) -> None: ...
+
+    def record_step(self, step: StepState) -> None: ...
 
     def finish_run(self, *, flow_run_id: str, state: str, ended: datetime, error: str | None = None) -> Any: ...
 

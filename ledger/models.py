@@ -35,6 +35,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
     text,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Base",
     "Run",
     "Call",
+    "Step",
     "Breaker",
     "BreakerEvent",
     "DeadLetter",
@@ -186,6 +188,29 @@ class Call(Base):
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Call({self.id}, {self.flow_run_id!r}, {self.step!r}, {self.model!r})"
+
+
+class Step(Base):
+    """A step of a run and its state (revision 0004); see ``core.steps``."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.flow_run_id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16), default="agent", server_default="agent")
+    state: Mapped[str] = mapped_column(String(16))
+    depends_on: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    items: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # order in the workflow
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("flow_run_id", "step"),)
 
 
 # --------------------------------------------------------------------------- revision 0002

@@ -5,8 +5,8 @@ Every function takes the ledger (``ledger.store.Store``; the app's is
 timestamps or datetimes as documented). No caller outside ``ledger/`` touches a
 session, a connection or a table. An empty ledger gives empty lists and zeros.
 
-Runs:      :func:`runs`, :func:`run`, :func:`run_steps`, :func:`step_attempts`, :func:`totals`,
-           :func:`run_workflows`
+Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), :func:`progress`,
+           :func:`run_steps` (calls per step), :func:`step_attempts`, :func:`totals`, :func:`run_workflows`
 Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
@@ -20,15 +20,17 @@ from typing import Any, Literal
 from sqlalchemy import case, func, select
 
 from core.calls import counts_as_attempt
+from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
-from ledger.models import FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run
+from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run,
+                           Step)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
     "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
-    "dead_letters", "health", "kpis", "limits", "run", "run_steps", "run_workflows", "runs", "step_attempts",
-    "totals", "unpriced",
+    "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
+    "steps", "totals", "unpriced",
 ]
 
 UTC = timezone.utc
@@ -38,6 +40,7 @@ _BREAKERS = BreakerEvent.__table__
 _BREAKER_ROWS = Breaker.__table__
 _DEAD = DeadLetter.__table__
 _HEALTH = HealthCheck.__table__
+_STEPS = Step.__table__
 
 
 # --------------------------------------------------------------------------- runs
@@ -315,3 +318,22 @@ def health(store: Store, limit: int = 200) -> list[dict[str, Any]]:
     for r in rows:
         r["created"] = iso(r["created"])
     return rows
+
+
+def steps(store: Store, flow_run_id: str) -> list[dict[str, Any]]:
+    """Every step of a run in workflow order, steps that never ran included: step, kind,
+    state (``core.steps``), depends_on, agent, model, items, error, started, ended (ISO)."""
+    q = select(_STEPS).where(_STEPS.c.flow_run_id == flow_run_id).order_by(_STEPS.c.position, _STEPS.c.id)
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    return [{"step": r["step"], "kind": r["kind"], "state": r["state"], "depends_on": list(r["depends_on"] or []),
+             "agent": r["agent"], "model": r["model"], "items": r["items"], "error": r["error"],
+             "started": iso(r["started"]), "ended": iso(r["ended"])} for r in rows]
+
+
+def progress(store: Store, flow_run_id: str) -> float | None:
+    """The share of a run's steps that are finished (0..1), None for a run without steps."""
+    rows = steps(store, flow_run_id)
+    if not rows:
+        return None
+    return sum(r["state"] in FINAL_STEP_STATES for r in rows) / len(rows)

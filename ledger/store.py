@@ -2,6 +2,7 @@
 
     from ledger.store import get_store
     from core.calls import CallRecord
+from core.steps import FINAL_STEP_STATES, StepState
     store = get_store()                       # one Store per URL per process
     store.start_run(flow_run_id=..., workflow="code-review", inputs={...}, started=now)
     store.record_call(CallRecord(flow_run_id=..., step="security", model="openai:gpt-4.1-mini",
@@ -44,10 +45,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.calls import CallRecord
+from core.steps import FINAL_STEP_STATES, StepState
 from core.redact import redact, redact_url
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from ledger.models import FINAL_RUN_STATES, Call, Run
+from ledger.models import FINAL_RUN_STATES, Call, Run, Step
 from ledger.resilience_store import ResilienceStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
 
@@ -63,6 +65,7 @@ MAX_BATCH = 500
 _PG_MIGRATE_LOCK = 7_267_001_842
 _RUNS = Run.__table__
 _CALLS = Call.__table__
+_STEPS = Step.__table__
 _TOTAL_KWARGS = frozenset(
     {"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "calls", "duration_s"}
 )
@@ -344,6 +347,14 @@ class Store(ResilienceStore):
         if self._writer is None:
             self._start_writer()
 
+    def record_step(self, step: StepState) -> None:
+        """Queue a step's state for the background writer (after the calls queued before it)."""
+        if not isinstance(step, StepState):
+            raise TypeError(f"record_step expects a StepState, got {type(step).__name__}")
+        self._queue.put(step)
+        if self._writer is None:
+            self._start_writer()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every call queued before this call is committed (or failed).
 
@@ -388,6 +399,7 @@ class Store(ResilienceStore):
         while True:
             item = q.get()
             batch: list[tuple[CallRecord, datetime]] = []
+            steps: list[StepState] = []
             events: list[threading.Event] = []
             stop = False
             while True:
@@ -395,6 +407,8 @@ class Store(ResilienceStore):
                     stop = True
                 elif isinstance(item, threading.Event):
                     events.append(item)
+                elif isinstance(item, StepState):
+                    steps.append(item)
                 else:
                     batch.append(item)
                 if stop or len(batch) >= MAX_BATCH:
@@ -408,6 +422,11 @@ class Store(ResilienceStore):
                     self._write_batch(batch)
                 except BaseException as exc:  # pragma: no cover - last resort, keep the thread
                     self._write_failed(len(batch), exc)
+            if steps:
+                try:
+                    self._write_steps(steps)
+                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                    self._write_failed(len(steps), exc)
             for ev in events:
                 ev.set()
             if stop:
@@ -469,6 +488,35 @@ class Store(ResilienceStore):
                     conn.execute(insert(_CALLS), [row])
             except Exception as exc:
                 self._write_failed(1, exc, row)
+
+    def _write_steps(self, steps: list[StepState]) -> None:
+        """Upsert step states in one transaction, in order: a later state of a step replaces
+        an earlier one; ``started`` is its first RUNNING, ``ended`` its final state."""
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        created: dict[tuple[str, str], StepState] = {}
+        for st in steps:
+            key = (st.flow_run_id, st.step)
+            created.setdefault(key, st)
+            values = merged.setdefault(key, {})
+            values.update(state=st.state, kind=st.kind, updated=aware(st.at), error=_clean_error(st.error))
+            values.update({f: getattr(st, f) for f in ("agent", "model", "items") if getattr(st, f) is not None})
+            if st.state == "RUNNING":
+                values.setdefault("started", aware(st.at))
+            if st.state in FINAL_STEP_STATES:
+                values["ended"] = aware(st.at)
+        with self._write() as conn:
+            for (run_id, step), values in merged.items():
+                started = values.pop("started", None)
+                update_values = dict(values)
+                if started is not None:  # the first RUNNING wins (a retry does not move it)
+                    update_values["started"] = func.coalesce(_STEPS.c.started, started)
+                done = conn.execute(update(_STEPS).where(_STEPS.c.flow_run_id == run_id, _STEPS.c.step == step)
+                                    .values(**update_values))
+                if done.rowcount == 0:
+                    first = created[(run_id, step)]
+                    conn.execute(insert(_STEPS).values(flow_run_id=run_id, step=step, position=first.position,
+                                                       depends_on=list(first.depends_on), started=started,
+                                                       **values))
 
     def _write_failed(self, n: int, exc: BaseException, row: Mapping[str, Any] | None = None) -> None:
         self.write_errors += n

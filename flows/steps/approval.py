@@ -27,6 +27,7 @@ import anyio
 
 from core.settings import settings
 from flows import progress, templates
+from flows.context import current_run
 from flows.errors import StepError
 from flows.steps.base import BaseKind, Prepared, StepContext
 
@@ -102,7 +103,11 @@ async def gate(step: Any, context: dict) -> str:
     logger = get_run_logger()
     logger.warning("step %s waits for approval: %s -- approve in the Prefect UI or with `orchestra approve %s` "
                    "(or `--reject --reason ...`)", step.id, message, run_id)
-    progress.notify(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
+    run = current_run()
+    if run is not None:
+        run.step_changed(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
+    else:
+        progress.notify(step.id, "PAUSED", {"message": message, "flow_run_id": run_id})
     form = approval_input().with_initial_data(description=f"Step `{step.id}`: {message}", approved=True, reason="")
     timeout = spec.timeout
     try:

@@ -413,3 +413,26 @@ def test_run_graph_metadata_is_kept_on_the_run_and_returned(orchestra_env):
     assert queries.run(orchestra_env, report["flow_run_id"])["metadata"] == {"project": "acme", "ticket": 7}
     no_meta, _ = run(one_step(), model="fast-agent:passthrough")
     assert "metadata" not in no_meta
+
+
+def test_every_step_and_its_state_is_in_the_ledger_steps_that_never_ran_included(orchestra_env):
+    wf = {"name": "states", "agents": {"nokey": {"model": "openai:gpt-4.1-mini"}},
+          "inputs": {"xs": {"type": "array", "default": ["p", "q"]}},
+          "steps": [{"id": "fan", "for_each": "inputs.xs", "prompt": "{{ item }}"},
+                    {"id": "broken", "agent": "nokey", "prompt": "x", "retries": 0},
+                    {"id": "below", "depends_on": ["broken"], "prompt": "y"},
+                    {"id": "off", "when": "false", "prompt": "z"},
+                    {"id": "last", "depends_on": ["fan", "off"], "prompt": "w"}]}
+    report, _ = run(wf)
+    assert report["state"] == "FAILED"
+    rows = queries.steps(orchestra_env, report["flow_run_id"])
+    assert [(r["step"], r["state"], r["depends_on"]) for r in rows] == [
+        ("fan", "COMPLETED", []), ("broken", "FAILED", []), ("below", "NOT_READY", ["broken"]),
+        ("off", "SKIPPED", []), ("last", "COMPLETED", ["fan", "off"])]
+    by_step = {r["step"]: r for r in rows}
+    assert by_step["fan"]["items"] == 2 and by_step["fan"]["model"] == "fast-agent:passthrough"
+    assert "No openai API key" in by_step["broken"]["error"]
+    assert "upstream step 'broken'" in by_step["below"]["error"]
+    assert by_step["fan"]["started"] <= by_step["fan"]["ended"]
+    assert by_step["below"]["started"] is None and by_step["below"]["ended"] is not None
+    assert queries.progress(orchestra_env, report["flow_run_id"]) == 1.0
