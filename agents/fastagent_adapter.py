@@ -354,7 +354,8 @@ _http_clients: dict[str, Any] = {}  # one connection pool per SDK for fast-agent
 def _patch_sdk_clients() -> None:
     """fast-agent makes a new OpenAI/Anthropic SDK client for every request, with the SDKs'
     default of 2 retries and a connection pool that is never closed. Its provider modules
-    get clients with ``max_retries=0`` that share one aiohttp connection pool per SDK."""
+    get clients with ``max_retries=0`` that share one aiohttp connection pool per SDK (and
+    that never send an empty ``tools`` list)."""
     import anthropic
     import openai
     from mcp_agent.llm.providers import augmented_llm_anthropic, augmented_llm_openai
@@ -368,6 +369,18 @@ def _patch_sdk_clients() -> None:
     class AsyncOpenAI(openai.AsyncOpenAI):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(max_retries=0, http_client=shared(openai), **kwargs)
+            # fast-agent 0.2.36 sends `tools: []` when an agent has no MCP tools, which the
+            # OpenAI API refuses (400 empty_array): leave the field out instead.
+            completions = self.chat.completions
+            create = completions.create
+
+            async def create_without_empty_tools(*args: Any, **fields: Any) -> Any:
+                if fields.get("tools") == []:
+                    fields.pop("tools")
+                    fields.pop("parallel_tool_calls", None)
+                return await create(*args, **fields)
+
+            completions.create = create_without_empty_tools
 
     class AsyncAnthropic(anthropic.AsyncAnthropic):
         def __init__(self, **kwargs: Any) -> None:

@@ -248,7 +248,9 @@ def listener():
 
 def _connect_argv(port: int) -> list[str]:
     code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=10).close(); print('connected')"
-    return [sys.executable, "-I", "-S", "-c", code]
+    # the interpreter itself, not the virtualenv's link to it: a checkout under /tmp (CI's)
+    # is hidden by the sandbox's private /tmp
+    return [os.path.realpath(sys.executable), "-I", "-S", "-c", code]
 
 
 def _accepted(server: socket.socket) -> bool:
