@@ -2,7 +2,8 @@
 
 The engine writes every step of a run when the run starts (``PENDING``, with its
 upstream steps, so a run's DAG is known before it finishes, steps that never run
-included) and again at each change: ``RUNNING``, ``PAUSED``, then one of
+included) and again at each change, with what it was asked (``prompt``, rendered)
+and what it answered (``output``): ``RUNNING``, ``PAUSED``, then one of
 ``COMPLETED``, ``FAILED``, ``SKIPPED`` (a false ``when:``), ``NOT_READY`` (below a
 failed step) or ``CANCELLED``. Later writes of a step replace earlier ones.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 __all__ = ["StepState", "STEP_STATES", "FINAL_STEP_STATES"]
 
@@ -34,6 +36,8 @@ class StepState:
     items: int | None = None  # task runs of a for_each step
     error: str | None = None
     position: int = 0  # the step's place in the workflow
+    prompt: str | None = None  # what the step was asked, rendered (a for_each step: every item's)
+    output: Any = None  # its output, once COMPLETED
     at: datetime = field(default_factory=_now)  # when this state began
 
     def __post_init__(self) -> None:

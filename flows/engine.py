@@ -219,12 +219,12 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 report.state, report.output = "COMPLETED", prepared.output
                 report.duration_s = time.perf_counter() - t_start
                 outputs[step.id] = {"output": report.output}
-                run.step_changed(step.id, "COMPLETED", report.as_dict())
+                run.step_changed(step.id, "COMPLETED", report.as_dict(), prompt=prepared.prompt, output=report.output)
                 return
             step_fn = _task_variant(step.retries, prepared.timeout, no_cache, delay)
             upstream = [r for d in deps[step.id] for r in results.get(d, ())]
             run.step_changed(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model},
-                             agent=prepared.agent, model=prepared.model,
+                             agent=prepared.agent, model=prepared.model, prompt=prepared.prompt,
                              items=len(prepared.runs) if step.for_each is not None else None)
             states = await asyncio.gather(*(
                 step_fn(label=label, kind=step.kind, params=params, upstream=upstream, return_state=True)
@@ -276,7 +276,8 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
     report.state = "COMPLETED"
     report.output = [r.output for r in completed] if step.for_each is not None else completed[0].output
     outputs[step.id] = {"output": report.output}
-    run.step_changed(step.id, "COMPLETED", report.as_dict(), agent=report.agent, model=report.model)
+    run.step_changed(step.id, "COMPLETED", report.as_dict(), agent=report.agent, model=report.model,
+                     output=report.output)
     return completed
 
 

@@ -205,6 +205,8 @@ class Step(Base):
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     items: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str | None] = mapped_column(Text, nullable=True)  # rendered, redacted, clipped
+    output: Mapped[Any] = mapped_column(JSONType, nullable=True)  # redacted, clipped
     position: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # order in the workflow
     started: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ended: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -322,13 +322,15 @@ def health(store: Store, limit: int = 200) -> list[dict[str, Any]]:
 
 def steps(store: Store, flow_run_id: str) -> list[dict[str, Any]]:
     """Every step of a run in workflow order, steps that never ran included: step, kind,
-    state (``core.steps``), depends_on, agent, model, items, error, started, ended (ISO)."""
+    state (``core.steps``), depends_on, agent, model, items, error, prompt (rendered),
+    output, started, ended (ISO). Prompts and outputs are redacted and clipped."""
     q = select(_STEPS).where(_STEPS.c.flow_run_id == flow_run_id).order_by(_STEPS.c.position, _STEPS.c.id)
     with store._read() as conn:
         rows = [dict(r) for r in conn.execute(q).mappings()]
     return [{"step": r["step"], "kind": r["kind"], "state": r["state"], "depends_on": list(r["depends_on"] or []),
              "agent": r["agent"], "model": r["model"], "items": r["items"], "error": r["error"],
-             "started": iso(r["started"]), "ended": iso(r["ended"])} for r in rows]
+             "prompt": r["prompt"], "output": r["output"], "started": iso(r["started"]), "ended": iso(r["ended"])}
+            for r in rows]
 
 
 def progress(store: Store, flow_run_id: str) -> float | None:

@@ -87,6 +87,24 @@ def _clean_error(error: Any) -> str | None:
     return text_
 
 
+MAX_TEXT_CHARS = 100_000
+
+
+def _clip_text(value: str) -> str:
+    text_ = redact(str(value))
+    if len(text_) > MAX_TEXT_CHARS:
+        text_ = text_[:MAX_TEXT_CHARS] + f"... [{len(text_) - MAX_TEXT_CHARS} chars truncated]"
+    return text_
+
+
+def _clip_json(value: Any) -> Any:
+    """A step's output as stored: redacted, JSON-able, at most MAX_TEXT_CHARS when dumped
+    (a larger one is kept as its clipped JSON text)."""
+    clean = json.loads(json.dumps(_redact_obj(value), default=str))
+    dumped = json.dumps(clean)
+    return clean if len(dumped) <= MAX_TEXT_CHARS else _clip_text(dumped)
+
+
 def _redact_obj(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -500,6 +518,10 @@ class Store(ResilienceStore):
             values = merged.setdefault(key, {})
             values.update(state=st.state, kind=st.kind, updated=aware(st.at), error=_clean_error(st.error))
             values.update({f: getattr(st, f) for f in ("agent", "model", "items") if getattr(st, f) is not None})
+            if st.prompt is not None:
+                values["prompt"] = _clip_text(st.prompt)
+            if st.output is not None:
+                values["output"] = _clip_json(st.output)
             if st.state == "RUNNING":
                 values.setdefault("started", aware(st.at))
             if st.state in FINAL_STEP_STATES:

@@ -4,6 +4,7 @@
     request = prepare("hello", {"name": "Ada"})   # a file, a shipped name, or an inline definition
     ensure_prefect()                               # before Prefect is imported
     report = await run(request)                    # the object `orchestra run --json` prints
+    flow_run_id = await start(request)             # or: in the background, its id at once
 
 Everything here except :func:`run` is light: no Prefect import. Errors a user can
 cause are ``WorkflowError`` (naming the file or step) or ``ValueError`` (naming the
@@ -19,7 +20,7 @@ from orchestra.workflows import (RunRequest, check_budget, check_model, prepare,
                                  shipped, shipped_file)
 
 __all__ = ["RunRequest", "check_budget", "check_model", "ensure_prefect", "prepare", "rerun_request", "resolve",
-           "run", "shipped", "shipped_file"]
+           "run", "shipped", "shipped_file", "start"]
 
 
 def ensure_prefect(echo: Callable[[str], Any] | None = None) -> str | None:
@@ -59,3 +60,45 @@ async def run(request: RunRequest, *, listener: Callable[[str, str, dict], Any] 
     message = str(data) if isinstance(data, BaseException) else (state.message or state.name)
     return {"workflow": wf.name, "flow_run_id": str(state.state_details.flow_run_id), "state": state.type.value,
             "error": message, "duration_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "steps": {}}
+
+
+async def start(request: RunRequest) -> str:
+    """Start ``request`` as a flow run that goes on in its own process; its flow-run id at
+    once (the ledger and the Prefect UI follow it from there).
+
+    The flow run is created on the Prefect API first, then executed by Prefect's own
+    engine entrypoint (``python -m prefect.engine <id>``, as a worker runs it) with
+    ``orchestra/flow.py:run_workflow`` as its flow, in a new session so that it outlives
+    the caller. Its output goes to ``<home>/runs/<id>.log``. Needs a Prefect API (the
+    local server or ``PREFECT_API_URL``): call :func:`ensure_prefect` first. ValueError
+    when the run cannot start here (an approval step and no Prefect server)."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    from flows.steps.approval import no_server_problem
+    from orchestra.flow import run_workflow
+    from orchestra.runtime import REPO_ROOT, orchestra_home
+
+    wf = request.wf
+    if problem := no_server_problem(wf):
+        raise ValueError(problem)
+    flow_fn = run_workflow.with_options(name=wf.name)
+    parameters = {"workflow": request.ref, "inputs": request.values, "model": request.model,
+                  "no_cache": request.no_cache, "budget_usd": request.budget}
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(flow_fn, parameters=parameters, state=Pending())
+    logs = orchestra_home() / "runs"
+    logs.mkdir(exist_ok=True)
+    from prefect.settings import get_current_settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(PREFECT__FLOW_RUN_ID=str(flow_run.id), PREFECT__FLOW_ENTRYPOINT="orchestra/flow.py:run_workflow",
+               PREFECT_API_URL=str(get_current_settings().api.url))
+    with open(logs / f"{flow_run.id}.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "prefect.engine", str(flow_run.id)], cwd=str(REPO_ROOT), env=env,
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return str(flow_run.id)

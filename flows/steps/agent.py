@@ -62,7 +62,8 @@ class AgentKind(BaseKind):
         runs = [(label, {"step": step.id, "prompt": prompt, "agent": params, "model": model,
                          "timeout": step.timeout, "output_schema": step.output_schema})
                 for label, prompt in prompts]
-        return Prepared(runs=runs, agent=agent.name, model=model,
+        shown = prompts[0][1] if step.for_each is None else "\n\n".join(f"--- {n}\n{p}" for n, p in prompts)
+        return Prepared(runs=runs, agent=agent.name, model=model, prompt=shown,
                         timeout=resilience.attempt_timeout(step.timeout, agent))
 
     def cache_key(self, params: dict[str, Any]) -> str:

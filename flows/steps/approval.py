@@ -81,7 +81,8 @@ class ApprovalKind(BaseKind):
         return [("approval.message", step.approval.message)]
 
     async def prepare(self, step: Any, ctx: StepContext) -> Prepared:
-        return Prepared(done=True, output=await gate(step, ctx.values))
+        return Prepared(done=True, output=await gate(step, ctx.values),
+                        prompt=templates.render(step.approval.message, ctx.values))
 
 
 async def gate(step: Any, context: dict) -> str:

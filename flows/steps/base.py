@@ -73,6 +73,7 @@ class Prepared:
     agent: str | None = None
     model: str | None = None
     timeout: float | None = None  # of one attempt (Prefect's task timeout)
+    prompt: str | None = None  # what the step is asked, rendered, as a person reads it
     done: bool = False  # finished in the flow (no task run): ``output`` is the step's output
     output: Any = None
 

@@ -187,3 +187,26 @@ def test_a_setting_that_does_not_parse_exits_2_naming_it(cli):
     assert_clean_error(proc, 2, "ORCHESTRA_BREAKER_THRESHOLD", "'many'")
     proc = cli("runs", ORCHESTRA_LIMITER="sometimes")
     assert_clean_error(proc, 2, "ORCHESTRA_LIMITER")
+
+
+def test_a_run_started_in_the_background_returns_its_id_at_once_and_completes(orchestra_env):
+    """orchestra.runs.start: the flow run is created, then run by Prefect's own engine
+    entrypoint in a process of its own; the caller gets the id before the run ends."""
+    import asyncio
+    import time
+
+    from ledger import queries
+    from orchestra import runs
+
+    request = runs.prepare("hello", {"name": "Ada"})
+    flow_run_id = asyncio.run(runs.start(request))
+    deadline = time.monotonic() + 120
+    row = None
+    while time.monotonic() < deadline:
+        row = queries.run(orchestra_env, flow_run_id)
+        if row is not None and row["state"] != "RUNNING":
+            break
+        time.sleep(0.3)
+    assert row is not None and row["state"] == "COMPLETED", row
+    assert row["workflow"] == "hello" and row["inputs"] == {"name": "Ada"}
+    assert [s["state"] for s in queries.steps(orchestra_env, flow_run_id)] == ["COMPLETED"]

@@ -436,3 +436,17 @@ def test_every_step_and_its_state_is_in_the_ledger_steps_that_never_ran_included
     assert by_step["fan"]["started"] <= by_step["fan"]["ended"]
     assert by_step["below"]["started"] is None and by_step["below"]["ended"] is not None
     assert queries.progress(orchestra_env, report["flow_run_id"]) == 1.0
+
+
+def test_a_steps_prompt_and_output_are_kept_redacted(orchestra_env, monkeypatch):
+    monkeypatch.setenv("ORCHESTRA_TEST_API_KEY", "sk-canary-0123456789abcdef")
+    wf = {"name": "shown", "inputs": {"who": {"type": "string", "default": "Ada"}},
+          "steps": [{"id": "hi", "prompt": "Hello {{ inputs.who }}, key sk-canary-0123456789abcdef"},
+                    {"id": "each", "for_each": "['x', 'y']", "prompt": "item {{ item }}"}]}
+    report, _ = run(wf)
+    assert report["state"] == "COMPLETED"
+    rows = {r["step"]: r for r in queries.steps(orchestra_env, report["flow_run_id"])}
+    assert rows["hi"]["prompt"].startswith("Hello Ada, key ") and "canary" not in rows["hi"]["prompt"]
+    assert rows["hi"]["output"] == report["steps"]["hi"]["output"].replace("sk-canary-0123456789abcdef", "***")
+    assert rows["each"]["prompt"] == "--- each[0]\nitem x\n\n--- each[1]\nitem y"
+    assert rows["each"]["output"] == report["steps"]["each"]["output"] == ["item x", "item y"]

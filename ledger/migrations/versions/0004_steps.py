@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("model", sa.String(200), nullable=True),
         sa.Column("items", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("prompt", sa.Text(), nullable=True),
+        sa.Column("output", JSON, nullable=True),
         sa.Column("position", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("started", TS, nullable=True),
         sa.Column("ended", TS, nullable=True),
