@@ -22,7 +22,7 @@ import os
 import re
 from typing import Any, Mapping
 
-__all__ = ["redact", "redact_url", "secret_env_values", "MASK"]
+__all__ = ["redact", "redact_url", "redact_value", "secret_env_values", "install_log_redaction", "MASK"]
 
 MASK = "***"
 MIN_SECRET_LEN = 6
@@ -102,3 +102,44 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with every string inside it redacted (dicts, lists and tuples walked;
+    keys kept as strings). Other values are returned as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
+
+
+_factory_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of this process when it is made (its message formatted
+    with its arguments, then masked), whatever handler ships it: the console, a file, or
+    Prefect's API log handler. Idempotent."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    import logging
+
+    make = logging.getLogRecordFactory()
+
+    def redacting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave the record to its handler
+            return record
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(redacting)
+    _factory_installed = True

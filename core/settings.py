@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     budget_max_tokens: int = Field(default=4096, ge=1, description="Output cap of a call while a budget applies")
     approval_poll: float = Field(default=5.0, ge=0.1, description="Seconds between checks of a paused approval")
 
+    # what input may cost (workflow files, templates)
+    max_workflow_bytes: int = Field(default=1_000_000, ge=1, description="Largest workflow document read")
+    max_document_depth: int = Field(default=64, ge=2, description="Deepest nesting of a workflow document")
+    max_document_nodes: int = Field(default=100_000, ge=10,
+                                    description="Most values a workflow document may hold, YAML aliases expanded")
+    template_timeout: float = Field(default=5.0, gt=0, description="Seconds one template may take to render")
+    template_max_chars: int = Field(default=1_000_000, ge=1, description="Largest text a template may render")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.calls import CallRecord
 from core.steps import FINAL_STEP_STATES, StepState
-from core.redact import redact, redact_url
+from core.redact import redact, redact_url, redact_value
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
 from ledger.models import FINAL_RUN_STATES, Call, Run, Step
@@ -100,19 +100,9 @@ def _clip_text(value: str) -> str:
 def _clip_json(value: Any) -> Any:
     """A step's output as stored: redacted, JSON-able, at most MAX_TEXT_CHARS when dumped
     (a larger one is kept as its clipped JSON text)."""
-    clean = json.loads(json.dumps(_redact_obj(value), default=str))
+    clean = json.loads(json.dumps(redact_value(value), default=str))
     dumped = json.dumps(clean)
     return clean if len(dumped) <= MAX_TEXT_CHARS else _clip_text(dumped)
-
-
-def _redact_obj(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {str(k): _redact_obj(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact_obj(v) for v in value]
-    return value
 
 
 def _finite(x: Any) -> float:
@@ -277,8 +267,8 @@ class Store(ResilienceStore):
         RUNNING and keeps its first ``started``, its inputs and its calls.
         """
         started = aware(started)
-        clean_inputs = json.loads(json.dumps(_redact_obj(dict(inputs or {})), default=str))
-        clean_meta = json.loads(json.dumps(_redact_obj(dict(metadata)), default=str)) if metadata else None
+        clean_inputs = json.loads(json.dumps(redact_value(dict(inputs or {})), default=str))
+        clean_meta = json.loads(json.dumps(redact_value(dict(metadata)), default=str)) if metadata else None
         with self._write() as conn:
             exists = conn.execute(
                 select(_RUNS.c.flow_run_id).where(_RUNS.c.flow_run_id == flow_run_id)

@@ -14,11 +14,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
+from core.redact import install_log_redaction
 from flows import engine
 from flows.spec import WorkflowError
 from orchestra import runtime, workflows
 
 __all__ = ["run_workflow", "metadata_tags"]
+
+install_log_redaction()  # a worker's flow-run process imports this module first
 
 
 def metadata_tags(metadata: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import functools
 import os
 from pathlib import Path
 
+from core.redact import install_log_redaction
 from core.settings import settings
 
 __all__ = ["REPO_ROOT", "configure", "ledger", "ledger_url", "orchestra_home", "workflows_dir"]
@@ -27,7 +28,9 @@ def workflows_dir() -> Path:
 
 
 def configure(quiet_console: bool = False) -> None:
-    """Set Prefect's defaults for Orchestra's use. Call before `import prefect`."""
+    """Set Prefect's defaults for Orchestra's use, and mask secrets in every log record of
+    this process. Call before `import prefect`."""
+    install_log_redaction()
     defaults = {
         # The ephemeral server needs 12-14 s to migrate a new database here; 20 s is tight.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

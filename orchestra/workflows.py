@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from core.redact import redact_value
 from flows.spec import Workflow, WorkflowError, coerce_inputs, load_workflow, parse_text, parse_workflow
 from orchestra.runtime import ledger, workflows_dir
 
@@ -123,10 +124,32 @@ def prepare(workflow: Any, inputs: dict[str, Any] | None = None, *, model: str |
             budget_label: str = "budget_usd") -> RunRequest:
     """Everything checked before anything runs or is written; WorkflowError or ValueError."""
     wf, ref = resolve(workflow)
-    values = coerce_inputs(wf, inputs or {})
+    # a key typed into an input never becomes a flow-run parameter (nor reaches a provider)
+    values = redact_value(coerce_inputs(wf, inputs or {}))
     check_model(model, model_label)
     check_budget(budget, budget_label)
+    check_parameter_size(wf, ref, values)
     return RunRequest(wf, ref, values, model=model, no_cache=no_cache, budget=budget)
+
+
+def check_parameter_size(wf: Workflow, ref: str | dict[str, Any], values: dict[str, Any]) -> None:
+    """A run's parameters must fit in what Prefect keeps on a flow run
+    (``PREFECT_SERVER_API_MAX_PARAMETER_SIZE``, 512 KiB by default): WorkflowError naming
+    the largest input and the limit, before anything is sent."""
+    from prefect.settings import get_current_settings
+
+    limit = get_current_settings().server.api.max_parameter_size
+    if not limit:
+        return
+    sizes = {name: len(json.dumps(v, default=str)) for name, v in values.items()}
+    total = len(json.dumps({"workflow": ref, "inputs": values}, default=str))
+    if total <= limit:
+        return
+    largest = max(sizes, key=sizes.get) if sizes else None
+    detail = (f"input '{largest}' is {sizes[largest]:,} bytes as JSON; " if largest else "")
+    raise WorkflowError(wf.source or wf.name, [
+        f"{detail}the run's parameters would be {total:,} bytes, more than the {limit:,} Prefect keeps on a "
+        "flow run (PREFECT_SERVER_API_MAX_PARAMETER_SIZE): pass large data as a file path or a URL instead"])
 
 
 def rerun_request(run_id: str, *, model: str | None = None, budget: float | None = None) -> RunRequest:

@@ -8,7 +8,7 @@ from typing import Any
 from flows.errors import WorkflowError
 from flows.spec.models import Workflow
 
-__all__ = ["coerce_inputs"]
+__all__ = ["coerce_inputs", "coerce_value"]
 
 
 def coerce_inputs(wf: Workflow, given: dict[str, Any]) -> dict[str, Any]:
@@ -22,11 +22,11 @@ def coerce_inputs(wf: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     for name, spec in wf.inputs.items():
         if name in given:
             try:
-                values[name] = _coerce(given[name], spec.type)
+                values[name] = coerce_value(given[name], spec.type)
             except ValueError as exc:
                 problems.append(f"input '{name}': {exc}")
         elif spec.default is not None:
-            values[name] = spec.default
+            values[name] = coerce_value(spec.default, spec.type)  # checked at validation
         elif spec.is_required:
             problems.append(f"input '{name}' is required (set it with -i {name}=...)")
         else:
@@ -36,7 +36,8 @@ def coerce_inputs(wf: Workflow, given: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _coerce(value: Any, kind: str) -> Any:
+def coerce_value(value: Any, kind: str) -> Any:
+    """``value`` as an input of type ``kind`` (a string is parsed); ValueError saying what was expected."""
     if not isinstance(value, str):
         ok = {
             "string": isinstance(value, str),

@@ -8,16 +8,15 @@ document with the offending fields left out.
 from __future__ import annotations
 
 import copy
-import json
 import re
 import runpy
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from flows.errors import WorkflowError
+from flows.spec.documents import check_document, parse_text
 from flows.spec.models import Workflow
 from flows.spec.run_graph import from_run_graph, is_run_graph
 from flows.spec.validation import check
@@ -29,6 +28,8 @@ def load_workflow(path: str | Path) -> Workflow:
     """Read and validate a workflow file (.yaml/.yml/.json/.py)."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise WorkflowError(source, ["is a folder, not a workflow file (.yaml, .yml, .json or .py)"])
     if not path.is_file():
         raise WorkflowError(source, ["no such file"])
     suffix = path.suffix.lower()
@@ -41,22 +42,6 @@ def load_workflow(path: str | Path) -> Workflow:
             raise WorkflowError(source, [f"cannot read: {exc}"]) from None
         data = parse_text(text, source, json_only=suffix == ".json")
     return parse_workflow(data, source=source, default_name=_slug(path.stem))
-
-
-def parse_text(text: str, source: str, json_only: bool = False) -> Any:
-    """The document in ``text`` (JSON, or YAML which includes JSON)."""
-    if json_only:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise WorkflowError(source, [f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise WorkflowError(source, [f"{where}invalid YAML: {problem}"]) from None
 
 
 def _load_python(path: Path) -> Any:
@@ -84,6 +69,7 @@ def parse_workflow(data: Any, *, source: str = "<workflow>", default_name: str =
     else:
         if not isinstance(data, dict):
             raise WorkflowError(source, ["a workflow must be a mapping (got %s)" % type(data).__name__])
+        check_document(data, source)  # an inline definition (a dict from the API) has the file's limits
         if is_run_graph(data):
             data = from_run_graph(data, source=source, default_name=default_name,
                                   registry=registry if registry is not None else _registry())

@@ -60,7 +60,12 @@ def from_run_graph(data: dict, *, source: str, default_name: str, registry: dict
         if not isinstance(input_data, dict) or not isinstance(input_data.get("task"), str):
             problems.append(f"{where}: input_data.task must be a string")
             continue
-        depends = [str(d) for d in (task.get("depends_on") or [])]
+        raw = task.get("depends_on") or []
+        if not isinstance(raw, list) or not all(isinstance(d, (str, int)) for d in raw):
+            problems.append(f"{where}: depends_on must be a list of agent_ids (got {type(raw).__name__}"
+                            + (f" {raw!r}" if isinstance(raw, str) else "") + ")")
+            raw = []
+        depends = [str(d) for d in raw]
         if wtype == "sequential":
             context = [previous] if previous else []
         elif wtype == "parallel":

@@ -6,9 +6,14 @@ from __future__ import annotations
 import graphlib
 from typing import Any
 
+import re
+
 from flows import steps as step_kinds
 from flows import templates
+from flows.spec.inputs import coerce_value
 from flows.spec.models import STEP_FIELDS, RouteSpec, Workflow
+
+INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 __all__ = ["check", "schema_problems", "JINJA_GLOBALS"]
 
@@ -36,6 +41,15 @@ def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
                 problems.append(f"step '{s.id}': depends_on names unknown step '{d}'")
             elif d == s.id:
                 problems.append(f"step '{s.id}': depends on itself")
+    for name, spec in wf.inputs.items():
+        if not INPUT_NAME.match(name):
+            problems.append(f"input '{name}': the name must be letters, digits and '_' (not starting with a digit): "
+                            "it is a template name (inputs.<name>) and a `-i <name>=value` key")
+        if spec.default is not None:
+            try:
+                coerce_value(spec.default, spec.type)
+            except ValueError as exc:
+                problems.append(f"input '{name}': default: {exc}")
     if problems:
         return problems
     try:
@@ -104,7 +118,11 @@ def _template_problems(wf: Workflow, kinds: dict[str, Any]) -> list[str]:
                                 + (", item, index" if s.for_each and "item" in scope_extra else "")
                                 + (", previous" if "previous" in scope_extra else "") + ")")
             for root, key, attr in paths:
-                if root == "inputs":
+                if key == templates.DYNAMIC:
+                    what = "step" if root == "steps" else "input"
+                    problems.append(f"step '{s.id}': {field}: {root}[...] with a computed key cannot be checked; name "
+                                    f"the {what} itself ({root}.<name> or {root}['<name>'])")
+                elif root == "inputs":
                     if key is not None and key not in wf.inputs:
                         problems.append(f"step '{s.id}': {field}: unknown input '{key}'")
                 elif key is not None:
@@ -188,14 +206,35 @@ def _fallback_cycle(start: str, agents: dict[str, tuple[list[str], list[str]]]) 
     return visit(start)
 
 
+_REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def _outside_refs(schema: object) -> list[str]:
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _REF_KEYS and isinstance(value, str) and not value.startswith("#"):
+                    found.append(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def schema_problems(schema: dict) -> list[str]:
     import jsonschema
 
+    problems = [f"$ref {ref!r} points outside the schema: only in-document references (#/...) are allowed, "
+                "nothing is fetched" for ref in _outside_refs(schema)]
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
-        return [f"not a valid JSON Schema: {exc.message}"]
-    return []
+        problems.append(f"not a valid JSON Schema: {exc.message}")
+    return problems
 
 
 def _registry() -> dict[str, Any]:

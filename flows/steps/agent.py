@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.base import AgentCallError, AgentConfig, AgentResult, default_model
 from core.calls import CallRecord
+from core.redact import redact_value
 from flows import progress, resilience, templates
 from flows.context import RunState, current_run
 from flows.errors import StepError
@@ -94,7 +95,8 @@ class AgentKind(BaseKind):
                 if problem is not None:
                     raise StepError(f"step '{step}': output does not match output_schema after one repair "
                                     f"attempt: {problem}")
-        return StepResult(output, agent=config.name, model=model, **outcome)
+        # a key the provider echoes back never reaches the report, --json, artifacts or the cache
+        return StepResult(redact_value(output), agent=config.name, model=model, **outcome)
 
 
 async def _call(run: RunState | None, step: str, config: AgentConfig, model: str, prompt: str,
@@ -156,11 +158,18 @@ def _parse_output(text: str, schema: dict) -> tuple[Any, str | None]:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+
+    # an empty registry: only in-document references resolve, nothing is ever fetched
+    validator = jsonschema.validators.validator_for(schema)(schema, registry=Registry())
     try:
-        jsonschema.validate(value, schema)
+        validator.validate(value)
     except jsonschema.ValidationError as exc:
         path = "/".join(str(p) for p in exc.absolute_path)
         return None, f"{exc.message}" + (f" at /{path}" if path else "")
+    except Unresolvable as exc:
+        return None, f"output_schema: unresolvable reference ({exc})"
     return value, None
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from orchestra.cli import agents, ledger, ops, run
-from orchestra.cli.common import Exit, err
+from orchestra.cli.common import Exit, err, error_object, print_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run AI-agent workflows as Prefect flows, with a cost ledger.")
@@ -24,20 +24,29 @@ for _module in (run, ledger, agents, ops):
 
 
 def main() -> None:
+    """Run the CLI. With ``--json``, an error is one JSON object on stdout too
+    (``{"error", "problems", "file"}``), as well as one line on stderr."""
     from core.redact import redact
     from core.settings import SettingsError, settings
+
+    as_json = "--json" in sys.argv[1:]
+
+    def stop(exc: Exit) -> None:
+        if exc.message:
+            exc.message = redact(exc.message)
+            err.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, highlight=False)
+            if as_json:
+                print_json(error_object(exc))
+        sys.exit(exc.code)
 
     try:
         debug = settings().debug
     except SettingsError as exc:
-        err.print(f"[red]error:[/red] {escape(redact(str(exc)))}", markup=True, highlight=False)
-        sys.exit(2)
+        stop(Exit(2, str(exc)))
     try:
         app(standalone_mode=False)
     except Exit as exc:
-        if exc.message:
-            err.print(f"[red]error:[/red] {escape(exc.message)}", markup=True, highlight=False)
-        sys.exit(exc.code)
+        stop(exc)
     except Exception as exc:  # click usage errors and anything else: one line, no traceback
         import click
         from typer._click import exceptions as typer_click  # typer >= 0.17 vendors its own click
@@ -45,18 +54,17 @@ def main() -> None:
         if isinstance(exc, (click.exceptions.Exit, typer.Exit)):
             sys.exit(exc.exit_code)
         if isinstance(exc, (click.ClickException, typer_click.ClickException)):
+            if as_json:
+                print_json({"error": exc.format_message(), "problems": [exc.format_message()], "file": None})
             exc.show()
             sys.exit(2)
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         if isinstance(exc, SettingsError):
-            err.print(f"[red]error:[/red] {escape(redact(str(exc)))}", markup=True, highlight=False)
-            sys.exit(2)
+            stop(Exit(2, str(exc)))
         if debug:
             raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(redact(str(exc)))}", markup=True,
-                  highlight=False)
-        sys.exit(1)
+        stop(Exit(1, f"{type(exc).__name__}: {exc}"))
 
 
 if __name__ == "__main__":

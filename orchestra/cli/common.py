@@ -19,12 +19,27 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 class Exit(Exception):
-    def __init__(self, code: int, message: str | None = None):
-        self.code, self.message = code, message
+    """End the command with ``code``; ``message`` on stderr (or, with ``--json``, as the
+    ``error`` of one JSON object on stdout, with ``problems`` and ``file``)."""
+
+    def __init__(self, code: int, message: str | None = None, *, problems: list[str] | None = None,
+                 file: str | None = None):
+        self.code, self.message, self.problems, self.file = code, message, problems, file
 
 
-def fail(message: str, code: int = 2) -> Exit:
-    return Exit(code, message)
+def fail(message: str, code: int = 2, *, problems: list[str] | None = None, file: str | None = None) -> Exit:
+    return Exit(code, message, problems=problems, file=file)
+
+
+def invalid(exc: Exception, code: int = 2) -> Exit:
+    """An Exit for a WorkflowError (its problems and file kept) or any other user error."""
+    return fail(str(exc), code, problems=getattr(exc, "problems", None), file=getattr(exc, "source", None))
+
+
+def error_object(exc: Exit) -> dict[str, Any]:
+    """What ``--json`` prints for an error: ``{"error", "problems", "file"}``."""
+    return {"error": exc.message, "problems": exc.problems if exc.problems is not None else [exc.message],
+            "file": exc.file}
 
 
 def load(file: Path):
@@ -33,7 +48,7 @@ def load(file: Path):
     try:
         return load_workflow(file)
     except WorkflowError as exc:
-        raise fail(str(exc)) from None
+        raise invalid(exc) from None
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:

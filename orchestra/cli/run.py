@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from orchestra.cli.common import Exit, err, fail, load, out, parse_pairs, print_json
+from orchestra.cli.common import Exit, err, fail, invalid, load, out, parse_pairs, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def run(
         request = runs.prepare(wf, parse_pairs(input), model=model, no_cache=no_cache, budget=budget,
                                model_label="--model", budget_label="--budget")
     except (WorkflowError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise invalid(exc) from None
     request.ref = str(file.resolve())
     _finish(execute(request, live=not as_json and out.is_terminal), as_json)
 
@@ -55,7 +55,7 @@ def rerun(
     try:
         request = runs.rerun_request(run_id, model=model, budget=budget)
     except (ValueError, RuntimeError) as exc:
-        raise fail(str(exc)) from None
+        raise invalid(exc) from None
     _finish(execute(request, live=not as_json and out.is_terminal), as_json)
 
 
@@ -78,7 +78,7 @@ def execute(request, live: bool) -> dict:
     from flows.steps.approval import no_server_problem
 
     if problem := no_server_problem(request.wf):  # before anything is written
-        raise fail(problem)
+        raise fail(problem, file=request.wf.source)
     table = LiveTable(request.wf) if live else None
 
     def main() -> dict:

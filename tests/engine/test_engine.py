@@ -450,3 +450,26 @@ def test_a_steps_prompt_and_output_are_kept_redacted(orchestra_env, monkeypatch)
     assert rows["hi"]["output"] == report["steps"]["hi"]["output"].replace("sk-canary-0123456789abcdef", "***")
     assert rows["each"]["prompt"] == "--- each[0]\nitem x\n\n--- each[1]\nitem y"
     assert rows["each"]["output"] == report["steps"]["each"]["output"] == ["item x", "item y"]
+
+
+def test_templates_see_data_before_methods(orchestra_env):
+    wf = {"name": "names", "inputs": {"items": {"type": "string", "default": "apples"},
+                                      "keys": {"type": "string", "default": "door"}},
+          "steps": [{"id": "values", "prompt": "{{ inputs.items }} and {{ inputs.keys }}"},
+                    {"id": "get", "depends_on": ["values"], "prompt": "{{ steps.values.output }}"}]}
+    report, _ = run(wf)
+    assert report["state"] == "COMPLETED"
+    assert report["steps"]["values"]["output"] == "apples and door"
+    assert report["steps"]["get"]["output"] == "apples and door"
+
+
+def test_a_template_that_would_run_forever_fails_its_step_naming_the_limit(orchestra_env, monkeypatch):
+    monkeypatch.setenv("ORCHESTRA_TEMPLATE_TIMEOUT", "0.5")
+    wf = {"name": "spin", "steps": [
+        {"id": "spin", "prompt": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"},
+        {"id": "huge", "prompt": "{{ 'x' * 10**10 }}"}, {"id": "fine", "prompt": "ok"}]}
+    report, state = run(wf)
+    assert report["state"] == "FAILED" and report["steps"]["fine"]["state"] == "COMPLETED"
+    assert "longer than 0.5 s" in report["steps"]["spin"]["error"]
+    assert "ORCHESTRA_TEMPLATE_TIMEOUT" in report["steps"]["spin"]["error"]
+    assert "ORCHESTRA_TEMPLATE_MAX_CHARS" in report["steps"]["huge"]["error"]
