@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     limiter: Literal["auto", "local", "prefect"] = Field(default="auto", description="Where provider limits apply")
     budget_max_tokens: int = Field(default=4096, ge=1, description="Output cap of a call while a budget applies")
     approval_poll: float = Field(default=5.0, ge=0.1, description="Seconds between checks of a paused approval")
+    cancel_poll: float = Field(default=1.0, gt=0, description="Seconds between checks for a cancellation")
+    heartbeat: float = Field(default=10.0, gt=0, description="Seconds between a running run's heartbeats")
+    reap_after: float = Field(default=45.0, gt=0,
+                              description="Seconds without a heartbeat after which a run is taken as crashed")
 
     # what input may cost (workflow files, templates)
     max_workflow_bytes: int = Field(default=1_000_000, ge=1, description="Largest workflow document read")

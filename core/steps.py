@@ -5,7 +5,8 @@ upstream steps, so a run's DAG is known before it finishes, steps that never run
 included) and again at each change, with what it was asked (``prompt``, rendered)
 and what it answered (``output``): ``RUNNING``, ``PAUSED``, then one of
 ``COMPLETED``, ``FAILED``, ``SKIPPED`` (a false ``when:``), ``NOT_READY`` (below a
-failed step) or ``CANCELLED``. Later writes of a step replace earlier ones.
+failed step), ``CANCELLED`` (the run was cancelled before it finished) or ``CRASHED``
+(its process died: the reaper's doing). Later writes of a step replace earlier ones.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 __all__ = ["StepState", "STEP_STATES", "FINAL_STEP_STATES"]
 
-STEP_STATES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "SKIPPED", "NOT_READY", "CANCELLED")
-FINAL_STEP_STATES = ("COMPLETED", "FAILED", "SKIPPED", "NOT_READY", "CANCELLED")
+STEP_STATES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "SKIPPED", "NOT_READY", "CANCELLED",
+               "CRASHED")
+FINAL_STEP_STATES = ("COMPLETED", "FAILED", "SKIPPED", "NOT_READY", "CANCELLED", "CRASHED")
 
 
 def _now() -> datetime:

@@ -24,12 +24,12 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
 
 from core.calls import CallRecord, counts_as_attempt
 from core.settings import settings
-from flows import resilience, steps, templates
+from flows import resilience, steps, supervision, templates
 from flows.context import RunState, current_run, reset_run, set_run
 from flows.errors import StepError
 from flows.spec import Workflow
@@ -142,13 +142,27 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     deps = wf.dependencies()
     for position, s in enumerate(wf.steps):  # the run's whole DAG, before anything runs
         run.step_changed(s.id, "PENDING", depends_on=tuple(deps[s.id]), position=position)
+    cancelled: str | None = None
     try:
-        await _run_steps(wf, inputs, model, no_cache, reports)
+        async with supervision.watch(flow_run_id, ledger) as control:
+            control.task = asyncio.ensure_future(_run_steps(wf, inputs, model, no_cache, reports))
+            try:
+                await control.task
+            except asyncio.CancelledError:
+                if control.reason is None:  # the flow run itself is being torn down: not ours to report
+                    raise
+            cancelled = control.reason
+        if cancelled:
+            for sid, r in reports.items():
+                if r.state in ("PENDING", "RUNNING", "PAUSED"):
+                    r.state, r.error = "CANCELLED", f"step '{sid}': {cancelled}"
+                    run.step_changed(sid, "CANCELLED", error=r.error)
+            await _cancel_task_runs(flow_run_id)
     finally:
         reset_run(token)
         resilience.finish_run(guard, ledger, flow_run_id, wf, reports)  # dead letters
     failed = [sid for sid, r in reports.items() if r.state == "FAILED"]
-    state = "FAILED" if failed else "COMPLETED"
+    state = "CANCELLED" if cancelled else "FAILED" if failed else "COMPLETED"
     report = {
         "workflow": wf.name,
         "flow_run_id": flow_run_id,
@@ -161,7 +175,7 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     }
     if wf.metadata:
         report["metadata"] = wf.metadata
-    error = "; ".join(reports[sid].error or sid for sid in failed) or None
+    error = cancelled or "; ".join(reports[sid].error or sid for sid in failed) or None
     if ledger is not None:
         ledger.finish_run(flow_run_id=flow_run_id, state=state, ended=datetime.now(timezone.utc), error=error)
     emit_event(
@@ -175,6 +189,9 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     )
     await _cost_artifact(wf, report)
     _reports[flow_run_id] = report
+    if cancelled:
+        logger.warning("%s cancelled: %s", wf.name, cancelled)
+        return Cancelled(message=cancelled, data=report)
     if failed:
         logger.error("%s failed: %s", wf.name, error)
         return Failed(message=f"{len(failed)} step(s) failed: {error}", data=report)
@@ -279,6 +296,22 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
     run.step_changed(step.id, "COMPLETED", report.as_dict(), agent=report.agent, model=report.model,
                      output=report.output)
     return completed
+
+
+async def _cancel_task_runs(flow_run_id: str) -> None:
+    """Task runs of a cancelled run that are not final (their coroutines were cancelled
+    in flight) end CANCELLED in Prefect too. Best effort."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    try:
+        async with get_client() as client:
+            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            for tr in task_runs:
+                if tr.state is not None and not tr.state.is_final():
+                    await client.set_task_run_state(tr.id, Cancelled(message="the run was cancelled"), force=True)
+    except Exception as exc:
+        get_run_logger().debug("could not mark the task runs cancelled: %s", exc)
 
 
 def _truthy(value: Any) -> bool:

@@ -146,8 +146,13 @@ class Run(Base):
     # The workflow's `metadata` (a /run-graph body's), revision 0003. The attribute is
     # `meta` because declarative models reserve `metadata`.
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+    # Which process runs it and when it last said so (revision 0009): the reaper's evidence.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
+        Index("ix_runs_state", "state"),
         Index("ix_runs_started", "started"),
         Index("ix_runs_workflow_started", "workflow", "started"),
     )

@@ -30,7 +30,7 @@ from ledger.store import COST_GROUPS, Store
 __all__ = [
     "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
     "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
-    "steps", "totals", "unpriced",
+    "steps", "totals", "unfinished_runs", "unpriced",
 ]
 
 UTC = timezone.utc
@@ -133,6 +133,15 @@ def totals(store: Store, flow_run_id: str) -> dict[str, Any]:
     with store._read() as conn:
         row = conn.execute(totals_select().where(_CALLS.c.flow_run_id == flow_run_id)).mappings().one()
     return totals_dict(row)
+
+
+def unfinished_runs(store: Store) -> list[dict[str, Any]]:
+    """Runs the ledger holds as RUNNING, with what tells whether their process lives:
+    flow_run_id, workflow, started, heartbeat (datetimes), pid, host."""
+    c = _RUNS.c
+    q = select(c.flow_run_id, c.workflow, c.started, c.heartbeat, c.pid, c.host).where(c.state == "RUNNING")
+    with store._read() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
 
 
 def run_workflows(store: Store) -> list[str]:

@@ -37,6 +37,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -76,6 +77,16 @@ class StoreError(RuntimeError):
 
 
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """A running run's heartbeat (and, the first time, its process)."""
+
+    flow_run_id: str
+    at: datetime
+    pid: int | None = None
+    host: str | None = None
 
 
 def _clean_error(error: Any) -> str | None:
@@ -355,6 +366,23 @@ class Store(ResilienceStore):
         if self._writer is None:
             self._start_writer()
 
+    def heartbeat(self, flow_run_id: str, *, pid: int | None = None, host: str | None = None) -> None:
+        """Queue "this run is alive" (with its process the first time); never waits."""
+        self._queue.put(_Beat(flow_run_id, datetime.now(UTC), pid, host))
+        if self._writer is None:
+            self._start_writer()
+
+    def close_steps(self, flow_run_id: str, state: str, error: str | None = None) -> int:
+        """Every step of a run that is not final ends ``state`` (the reaper: CRASHED or
+        CANCELLED); how many did."""
+        now = datetime.now(UTC)
+        self.flush()
+        with self._write() as conn:
+            done = conn.execute(update(_STEPS).where(_STEPS.c.flow_run_id == flow_run_id,
+                                                     _STEPS.c.state.not_in(FINAL_STEP_STATES))
+                                .values(state=state, error=_clean_error(error), ended=now, updated=now))
+        return int(done.rowcount or 0)
+
     def record_step(self, step: StepState) -> None:
         """Queue a step's state for the background writer (after the calls queued before it)."""
         if not isinstance(step, StepState):
@@ -408,6 +436,7 @@ class Store(ResilienceStore):
             item = q.get()
             batch: list[tuple[CallRecord, datetime]] = []
             steps: list[StepState] = []
+            beats: list[_Beat] = []
             events: list[threading.Event] = []
             stop = False
             while True:
@@ -417,6 +446,8 @@ class Store(ResilienceStore):
                     events.append(item)
                 elif isinstance(item, StepState):
                     steps.append(item)
+                elif isinstance(item, _Beat):
+                    beats.append(item)
                 else:
                     batch.append(item)
                 if stop or len(batch) >= MAX_BATCH:
@@ -435,6 +466,11 @@ class Store(ResilienceStore):
                     self._write_steps(steps)
                 except BaseException as exc:  # pragma: no cover - last resort, keep the thread
                     self._write_failed(len(steps), exc)
+            if beats:
+                try:
+                    self._write_beats(beats)
+                except BaseException as exc:  # pragma: no cover - a missed heartbeat is the next one's
+                    log.debug("orchestra store: heartbeat not written: %s", exc)
             for ev in events:
                 ev.set()
             if stop:
@@ -529,6 +565,18 @@ class Store(ResilienceStore):
                     conn.execute(insert(_STEPS).values(flow_run_id=run_id, step=step, position=first.position,
                                                        depends_on=list(first.depends_on), started=started,
                                                        **values))
+
+    def _write_beats(self, beats: list[_Beat]) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for b in beats:
+            values = latest.setdefault(b.flow_run_id, {})
+            values["heartbeat"] = b.at
+            if b.pid is not None:
+                values.update(pid=b.pid, host=b.host)
+        with self._write() as conn:
+            for run_id, values in latest.items():
+                conn.execute(update(_RUNS).where(_RUNS.c.flow_run_id == run_id, _RUNS.c.state == "RUNNING")
+                             .values(**values))
 
     def _write_failed(self, n: int, exc: BaseException, row: Mapping[str, Any] | None = None) -> None:
         self.write_errors += n

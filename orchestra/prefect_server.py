@@ -7,7 +7,8 @@ is unset, `orchestra` starts `prefect server start` on loopback once, in the
 background, with its home in `$ORCHESTRA_HOME/prefect`, and every later command
 reuses it. It stops by itself after the `server_idle_minutes` setting (`ORCHESTRA_SERVER_IDLE_MINUTES`, default 60)
 without an Orchestra command, or with `orchestra server stop`. The UI is at the
-server's address. `ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
+server's address. While it runs, its supervisor also runs Orchestra's reaper every 15 s
+(runs whose process died end CRASHED: `orchestra.reaper`). `ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ def status() -> dict | None:
     except (ValueError, KeyError, OSError):
         return None
     return info if _healthy(info["url"]) else None
+
+
+def known_api() -> str | None:
+    """The Prefect API this process may use without starting anything: ``PREFECT_API_URL``,
+    else the running local server's (then set as ``PREFECT_API_URL`` here); None without one."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    info = status()
+    if info is None:
+        return None
+    os.environ["PREFECT_API_URL"] = info["url"]
+    return info["url"]
 
 
 def _free_port(preferred: int) -> int:
@@ -191,8 +204,13 @@ def _supervise(port: int) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     activity = _activity_path()
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"  # for the reaper's Prefect calls
+    next_reap = time.monotonic() + 15
     while not stopping and child.poll() is None:
         time.sleep(1)
+        if time.monotonic() >= next_reap:
+            next_reap = time.monotonic() + 15
+            _reap()
         try:
             last = activity.stat().st_mtime
         except OSError:
@@ -213,6 +231,16 @@ def _supervise(port: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _reap() -> None:
+    """Runs whose process died end as Prefect says (``orchestra.reaper``); never fatal here."""
+    try:
+        from orchestra import reaper
+
+        reaper.reap()
+    except Exception as exc:
+        print(f"orchestra server: reaper: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

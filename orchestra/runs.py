@@ -20,7 +20,7 @@ from orchestra.workflows import (RunRequest, check_budget, check_model, prepare,
                                  shipped, shipped_file)
 
 __all__ = ["RunRequest", "check_budget", "check_model", "ensure_prefect", "prepare", "rerun_request", "resolve",
-           "run", "shipped", "shipped_file", "start"]
+           "run", "shipped", "shipped_file", "start", "cancel", "interrupted"]
 
 
 def ensure_prefect(echo: Callable[[str], Any] | None = None) -> str | None:
@@ -48,10 +48,12 @@ async def run(request: RunRequest, *, listener: Callable[[str, str, dict], Any] 
     flow_fn = run_workflow.with_options(name=wf.name)
     if listener:
         progress.add_listener(listener)
+    interrupts = _on_interrupt()
     try:
         state = await flow_fn(workflow=request.ref, inputs=request.values, model=request.model,
                               no_cache=request.no_cache, budget_usd=request.budget, return_state=True)
     finally:
+        interrupts()
         if listener:
             progress.remove_listener(listener)
     data = await engine.final_report(state)
@@ -60,6 +62,66 @@ async def run(request: RunRequest, *, listener: Callable[[str, str, dict], Any] 
     message = str(data) if isinstance(data, BaseException) else (state.message or state.name)
     return {"workflow": wf.name, "flow_run_id": str(state.state_details.flow_run_id), "state": state.type.value,
             "error": message, "duration_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0, "steps": {}}
+
+
+_interrupted = False
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C cancelled a run of this process (the CLI then exits 130)."""
+    return _interrupted
+
+
+def _on_interrupt() -> Callable[[], None]:
+    """The first Ctrl-C (SIGINT) cancels the running flow runs of this process, which then
+    end CANCELLED with what they spent; a second one stops the process at once. Returns
+    the function that puts the old handling back."""
+    import asyncio
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        global _interrupted
+        from flows import supervision
+
+        _interrupted = True
+        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is Python's own
+        supervision.cancel("interrupted (Ctrl-C)")
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except (NotImplementedError, RuntimeError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGINT)
+
+
+async def cancel(flow_run_id: str) -> str:
+    """Ask Prefect to cancel a flow run (``CANCELLING``): the run's own watcher (or its
+    worker) stops it within seconds. Its state before; ValueError when it is not running."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelling
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        raise ValueError(f"{flow_run_id!r} is not a flow run id (a UUID)") from None
+    async with get_client() as client:
+        try:
+            flow_run = await client.read_flow_run(run_id)
+        except ObjectNotFound:
+            raise ValueError(f"no flow run {flow_run_id} on the Prefect server") from None
+        state = flow_run.state
+        if state is None or state.is_final():
+            raise ValueError(f"flow run {flow_run_id} is not running (state: {state.name if state else 'none'})")
+        await client.set_flow_run_state(run_id, Cancelling(message="cancelled by orchestra cancel"), force=True)
+    return state.name
 
 
 async def start(request: RunRequest) -> str:

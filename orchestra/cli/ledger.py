@@ -26,8 +26,11 @@ def runs(
 ) -> None:
     """Recent runs from the ledger."""
     from ledger import queries
+    from orchestra import reaper
 
-    rows = queries.runs(ledger(), limit=limit, workflow=workflow)
+    store = ledger()
+    reaper.reap(store)  # a run whose process died shows as it ended, not as RUNNING
+    rows = queries.runs(store, limit=limit, workflow=workflow)
     if as_json:
         print_json(rows)
         return

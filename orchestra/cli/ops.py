@@ -15,6 +15,7 @@ from orchestra.cli.common import Exit, emit, err, fail, ledger, out
 
 def register(app: typer.Typer) -> None:
     app.command()(approve)
+    app.command()(cancel)
     limits_app = typer.Typer(no_args_is_help=True, help="Concurrency and requests-per-minute per provider.")
     limits_app.command("set")(limits_set)
     limits_app.command("list")(limits_list)
@@ -29,16 +30,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _known_prefect() -> str | None:
-    """PREFECT_API_URL, else the running local server's (set in this process); None without one."""
-    from orchestra import prefect_server
+    from orchestra.prefect_server import known_api
 
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    info = prefect_server.status()
-    if info is None:
-        return None
-    os.environ["PREFECT_API_URL"] = info["url"]
-    return info["url"]
+    return known_api()
 
 
 def approve(
@@ -60,6 +54,21 @@ def approve(
         raise fail(str(exc)) from None
     out.print(f"{'rejected' if reject else 'approved'}: flow run {run_id}" + (f" ({reason})" if reason else ""),
               markup=False)
+
+
+def cancel(run_id: str = typer.Argument(..., help="The flow run to cancel (orchestra runs)")) -> None:
+    """Cancel a running flow run (local or on a worker): it stops within seconds and ends
+    CANCELLED in Prefect and in the ledger, with what it spent so far."""
+    from orchestra import runs, runtime
+
+    runtime.configure(quiet_console=True)
+    if _known_prefect() is None:
+        raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
+    try:
+        before = asyncio.run(runs.cancel(run_id))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"cancelling: flow run {run_id} (was {before})", markup=False)
 
 
 def limits_set(

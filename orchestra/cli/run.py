@@ -60,7 +60,11 @@ def rerun(
 
 
 def _finish(report: dict, as_json: bool) -> None:
+    from orchestra import runs
+
     print_json(report) if as_json else print_report(report)
+    if report["state"] == "CANCELLED" and runs.interrupted():
+        raise Exit(130)
     raise Exit(0 if report["state"] == "COMPLETED" else 1)
 
 
@@ -75,6 +79,9 @@ def execute(request, live: bool) -> dict:
         raise fail(str(exc), 2) from None
     except RuntimeError as exc:
         raise fail(f"Prefect: {exc}", 1) from None
+    from orchestra import reaper
+
+    reaper.reap()  # runs whose process died end as Prefect says, before a new one starts
     from flows.steps.approval import no_server_problem
 
     if problem := no_server_problem(request.wf):  # before anything is written

@@ -119,9 +119,18 @@ def test_sigkill_mid_run_then_rerun_pays_only_for_unfinished_steps(tmp_path, pre
     assert proc.returncode == -signal.SIGKILL
     assert len(fake.requests()) == 4  # three reviews answered, the merge cut off
 
-    runs = json.loads(orchestra(env, "runs", "--json").stdout)
-    assert [r["state"] for r in runs] == ["RUNNING"]  # the killed run never finished
+    runs = json.loads(orchestra(env, "runs", "--json").stdout)  # `runs` reaps first
+    assert [r["state"] for r in runs] == ["CRASHED"]  # its process is gone: it ended as crashed
     killed = runs[0]["flow_run_id"]
+    assert "process (pid" in runs[0]["error"]
+    from ledger import queries
+    from ledger.store import Store
+
+    ledger = Store(env["ORCHESTRA_DB_URL"])
+    steps = {r["step"]: r["state"] for r in queries.steps(ledger, killed)}
+    assert steps == {"security": "COMPLETED", "correctness": "COMPLETED", "style": "COMPLETED",
+                     "summary": "CRASHED"}
+    assert _prefect_state(prefect_api, killed) == "CRASHED"  # the ledger and Prefect agree
 
     rerun = orchestra(env, "rerun", killed, "--json")
     assert rerun.returncode == 0, rerun.stderr
@@ -137,6 +146,77 @@ def test_sigkill_mid_run_then_rerun_pays_only_for_unfinished_steps(tmp_path, pre
     assert fresh.returncode == 0, fresh.stderr
     expected = json.loads(fresh.stdout)
     assert {s: v["output"] for s, v in report["steps"].items()} == {s: v["output"] for s, v in expected["steps"].items()}
+
+
+def _prefect_state(api: str, flow_run_id: str) -> str:
+    return httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["state"]["type"]
+
+
+def _start_slow_run(env: dict, fake: "SubprocessFake") -> tuple[subprocess.Popen, str]:
+    """`orchestra run --json` of code-review against a fake that answers in 10 s; returns
+    once its three review requests are in flight, with the run's flow-run id."""
+    from ledger import queries
+    from ledger.store import Store
+
+    fake.configure(latency_ms=10_000)
+    args = ["run", str(WORKFLOWS / "code-review.yaml"), "-i", f"code={uuid.uuid4().hex}", "--model", MINI, "--json"]
+    proc = subprocess.Popen([*ORCHESTRA, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if len(fake.requests()) >= 3:
+            runs = queries.runs(Store(env["ORCHESTRA_DB_URL"]))
+            if runs:
+                return proc, runs[0]["flow_run_id"]
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the reviews never started")
+
+
+def _cancelled_report(proc: subprocess.Popen, code: int) -> dict:
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert report["state"] == "CANCELLED"
+    assert {s["state"] for s in report["steps"].values()} == {"CANCELLED"}
+    return report
+
+
+def test_a_run_cancelled_through_prefect_stops_at_once_and_ends_cancelled_everywhere(tmp_path, prefect_api, fake):
+    env = _env(tmp_path, prefect_api, OPENAI_BASE_URL=fake.base_url)
+    proc, run_id = _start_slow_run(env, fake)
+    cancel = orchestra(env, "cancel", run_id)
+    acknowledged = time.monotonic()  # Prefect holds the run as CANCELLING from here
+    assert cancel.returncode == 0 and "cancelling" in cancel.stdout, cancel.stderr
+    report = _cancelled_report(proc, 1)
+    print(f"cancel: the run ended {time.monotonic() - acknowledged:.2f} s after Prefect acknowledged it")
+    assert time.monotonic() - acknowledged < 6  # the in-flight 10 s requests were cut, not awaited
+    assert len(fake.requests()) == 3  # no step started after the cancel (the merge never ran)
+    assert report["flow_run_id"] == run_id
+    from ledger import queries
+    from ledger.store import Store
+
+    ledger = Store(env["ORCHESTRA_DB_URL"])
+    row = queries.run(ledger, run_id)
+    assert row["state"] == "CANCELLED" and row["error"] == "cancelled through Prefect"
+    assert {s["state"] for s in queries.steps(ledger, run_id)} == {"CANCELLED"}
+    assert _prefect_state(prefect_api, run_id) == "CANCELLED"
+    assert_clean_error(orchestra(env, "cancel", run_id), 2, "is not running")
+
+
+def test_ctrl_c_cancels_the_run_prints_its_report_and_exits_130(tmp_path, prefect_api, fake):
+    env = _env(tmp_path, prefect_api, OPENAI_BASE_URL=fake.base_url)
+    proc, run_id = _start_slow_run(env, fake)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    report = _cancelled_report(proc, 130)
+    assert report["flow_run_id"] == run_id
+    assert _prefect_state(prefect_api, run_id) == "CANCELLED"
 
 
 # ---------------------------------------------------------------------------

@@ -159,6 +159,37 @@ def test_workflow_by_name_by_path_and_inline_dict(prefect_stack: Stack):
     assert queries.run(ledger, runs["inline dict"][0])["inputs"] == {"who": "Grace"}
 
 
+def test_a_worker_run_cancelled_through_the_api_ends_cancelled_in_prefect_and_the_ledger(prefect_stack: Stack):
+    import time
+
+    import httpx
+
+    api, fake = prefect_stack.api, prefect_stack.fake_url.removesuffix("/v1")
+    slow = {"name": "slow-one", "steps": [{"id": "wait", "prompt": "take your time", "retries": 0}]}
+    httpx.post(f"{fake}/_fake/config", json={"latency_ms": 20_000}, timeout=10).raise_for_status()
+    try:
+        run_id = api.create_run(api.deployment_id("hello"), {"workflow": slow, "model": "openai:gpt-4.1-mini"})
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # the step's request is at the provider
+            if httpx.get(f"{fake}/_fake/requests", timeout=10).json() and api.flow_run(run_id)["state"]["type"] == "RUNNING":
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"the run never reached its provider\n{prefect_stack.diagnostics(run_id)}")
+        api._json(api.http.post(f"/flow_runs/{run_id}/set_state",
+                                json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}))
+        run = _final(prefect_stack, [run_id], timeout=60)[run_id]
+    finally:
+        httpx.post(f"{fake}/_fake/config", json={"latency_ms": 200}, timeout=10)
+        httpx.post(f"{fake}/_fake/reset", timeout=10)
+    assert run["state"]["type"] == "CANCELLED", f"{_state(run)}\n{prefect_stack.diagnostics(run_id)}"
+    deadline = time.monotonic() + 30  # the ledger follows Prefect (the run's own watcher, or the reaper)
+    while time.monotonic() < deadline and queries.run(_ledger(prefect_stack), run_id)["state"] == "RUNNING":
+        time.sleep(0.5)
+    row = queries.run(_ledger(prefect_stack), run_id)
+    assert row["state"] == "CANCELLED", row
+
+
 # ---------------------------------------------------------------------------
 # bad input
 
