@@ -238,7 +238,7 @@ def _reap() -> None:
     try:
         from orchestra import reaper
 
-        reaper.reap()
+        reaper.reap(api=os.environ.get("PREFECT_API_URL"))
     except Exception as exc:
         print(f"orchestra server: reaper: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 

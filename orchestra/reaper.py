@@ -50,11 +50,9 @@ def is_dead(run: dict[str, Any], *, now: datetime | None = None, host: str | Non
     return None
 
 
-def _prefect_state(flow_run_id: str) -> str | None:
+def _prefect_state(flow_run_id: str, api: str | None) -> str | None:
     """The flow run's state type in Prefect, None when it cannot be read (no API)."""
-    from orchestra.prefect_server import known_api
-
-    if not known_api():
+    if not api:
         return None
     try:
         from prefect.client.orchestration import get_client
@@ -78,8 +76,10 @@ def _crash_in_prefect(flow_run_id: str, why: str) -> None:
         log.warning("reaper: cannot mark flow run %s crashed in Prefect: %s", flow_run_id, exc)
 
 
-def reap(store: Any = None, *, now: datetime | None = None) -> list[dict[str, str]]:
-    """End every dead RUNNING run; ``[{flow_run_id, state, why}]`` of those ended."""
+def reap(store: Any = None, *, api: str | None = None, now: datetime | None = None) -> list[dict[str, str]]:
+    """End every dead RUNNING run; ``[{flow_run_id, state, why}]`` of those ended. ``api``:
+    the Prefect API to read and mark the flow runs on (``PREFECT_API_URL`` set in this
+    process), None to follow the ledger alone."""
     from ledger import queries
     from orchestra.runtime import ledger
 
@@ -89,7 +89,7 @@ def reap(store: Any = None, *, now: datetime | None = None) -> list[dict[str, st
         why = is_dead(run, now=now)
         if why is None:
             continue
-        prefect = _prefect_state(run["flow_run_id"])
+        prefect = _prefect_state(run["flow_run_id"], api)
         state = prefect if prefect in FINAL else "CRASHED"
         if prefect is not None and prefect not in FINAL:
             _crash_in_prefect(run["flow_run_id"], why)

@@ -27,9 +27,10 @@ def runs(
     """Recent runs from the ledger."""
     from ledger import queries
     from orchestra import reaper
+    from orchestra.prefect_server import known_api
 
     store = ledger()
-    reaper.reap(store)  # a run whose process died shows as it ended, not as RUNNING
+    reaper.reap(store, api=known_api())  # a run whose process died shows as it ended, not as RUNNING
     rows = queries.runs(store, limit=limit, workflow=workflow)
     if as_json:
         print_json(rows)

@@ -79,9 +79,11 @@ def execute(request, live: bool) -> dict:
         raise fail(str(exc), 2) from None
     except RuntimeError as exc:
         raise fail(f"Prefect: {exc}", 1) from None
+    import os
+
     from orchestra import reaper
 
-    reaper.reap()  # runs whose process died end as Prefect says, before a new one starts
+    reaper.reap(api=os.environ.get("PREFECT_API_URL"))  # runs whose process died end as Prefect says
     from flows.steps.approval import no_server_problem
 
     if problem := no_server_problem(request.wf):  # before anything is written
