@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="process workers on the pool (own stack only)")
     p.add_argument("--limit", type=int, default=None, help="flow runs at once per worker (prefect worker --limit)")
     p.add_argument("--concurrency", type=int, default=1, help="parallel POSTs while submitting (1: back to back)")
+    p.add_argument("--server", choices=("local", "prefect"), default="local",
+                   help="local: the app Orchestra's local server runs; prefect: `prefect server start`")
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                    help="the Prefect server's database (postgres: a throw-away cluster, see tests/support/pg.py)")
     p.add_argument("--model", default=MODEL)
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             server_env = {"PREFECT_API_DATABASE_CONNECTION_URL": url}
             setup["database"] = "PostgreSQL"
         stack = start_stack(home, deployments=("code-review",), fake_latency_ms=args.latency_ms,
-                            server_env=server_env, worker_limit=args.limit)
+                            server_env=server_env, worker_limit=args.limit, local_server=args.server == "local")
+        setup["server"] = args.server
         try:
             for i in range(1, args.workers):
                 stack.add_worker(f"orchestra-load-worker-{i}", limit=args.limit)

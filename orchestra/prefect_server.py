@@ -174,6 +174,18 @@ def stop() -> bool:
     return True
 
 
+def server_command(port: int) -> list[str]:
+    """What `prefect server start` runs (uvicorn serving Prefect's app with the UI and the
+    background services), with two changes for a loopback-only server: SQLite
+    transactions that queue instead of failing under concurrent writers
+    (``orchestra.prefect_app``), and no permessage-deflate on websockets (every task-run
+    state change reaches the server as an event over a websocket, and compressing each
+    frame costs the client ~1 ms of CPU per task run for no gain on loopback)."""
+    return [sys.executable, "-m", "uvicorn", "--factory", "orchestra.prefect_app:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--ws-per-message-deflate", "false",
+            "--log-level", "warning", "--lifespan", "on", "--timeout-keep-alive", "5"]
+
+
 def _supervise(port: int) -> int:
     """Run `prefect server start` and stop it when Orchestra has been idle long enough."""
     home = orchestra_home()
@@ -183,18 +195,8 @@ def _supervise(port: int) -> int:
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "results"))
-    # What `prefect server start` runs (uvicorn serving create_app with the UI and the
-    # background services), with one change for a loopback-only server: no
-    # permessage-deflate on websockets. Every task-run state change reaches the server
-    # as an event over a websocket, and compressing each frame costs the client ~1 ms
-    # of CPU per task run for no gain on loopback.
     env["PREFECT__SERVER_FINAL"] = "1"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--ws-per-message-deflate", "false",
-         "--log-level", "warning", "--lifespan", "on", "--timeout-keep-alive", "5"],
-        env=env, stdin=subprocess.DEVNULL,
-    )
+    child = subprocess.Popen(server_command(port), env=env, stdin=subprocess.DEVNULL)
     stopping = False
 
     def on_signal(signum, frame):

@@ -166,12 +166,15 @@ def test_a_worker_run_cancelled_through_the_api_ends_cancelled_in_prefect_and_th
 
     api, fake = prefect_stack.api, prefect_stack.fake_url.removesuffix("/v1")
     slow = {"name": "slow-one", "steps": [{"id": "wait", "prompt": "take your time", "retries": 0}]}
+    httpx.post(f"{fake}/_fake/reset", timeout=10).raise_for_status()
     httpx.post(f"{fake}/_fake/config", json={"latency_ms": 20_000}, timeout=10).raise_for_status()
     try:
         run_id = api.create_run(api.deployment_id("hello"), {"workflow": slow, "model": "openai:gpt-4.1-mini"})
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the step's request is at the provider
-            if httpx.get(f"{fake}/_fake/requests", timeout=10).json() and api.flow_run(run_id)["state"]["type"] == "RUNNING":
+            asked = [r for r in httpx.get(f"{fake}/_fake/requests", timeout=10).json()
+                     if "take your time" in json.dumps(r.get("body"))]
+            if asked and api.flow_run(run_id)["state"]["type"] == "RUNNING":
                 break
             time.sleep(0.3)
         else:

@@ -29,8 +29,7 @@ import pytest
 
 from tests.support.prefect_stack import WORKER_LIMIT, PgStack, Stack, start_stack
 
-# The worker and its flow runs retry a 503 (SQLite's "database is locked") 10 times,
-# not Prefect's default 5: with the default, a burst can crash a run (docs/scaling.md).
+# On PostgreSQL the worker and its flow runs retry a 503 10 times, not Prefect's default 5.
 RETRIES = {"PREFECT_CLIENT_MAX_RETRIES": "10"}
 
 
@@ -43,8 +42,10 @@ def _cleanup(home: Path) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_stack() -> Stack:
+    """The app Orchestra's local server runs (orchestra.prefect_app) on SQLite, a process
+    worker; no client-retry workaround: the local server's SQLite transactions queue."""
     home = Path(tempfile.mkdtemp(prefix="orchestra-server-mode-"))
-    stack = start_stack(home, worker_limit=WORKER_LIMIT, worker_env=RETRIES)
+    stack = start_stack(home, worker_limit=WORKER_LIMIT, local_server=True)
     try:
         yield stack
     finally:

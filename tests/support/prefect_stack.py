@@ -304,8 +304,10 @@ class Server:
         return self.url[: -len("/api")]
 
 
-def start_server(home: Path, *, env: dict[str, str] | None = None, timeout: float = 240.0) -> Server:
-    """`prefect server start` on a free loopback port, PREFECT_HOME in `home`;
+def start_server(home: Path, *, env: dict[str, str] | None = None, timeout: float = 240.0,
+                 local: bool = False) -> Server:
+    """`prefect server start` on a free loopback port, PREFECT_HOME in `home` (``local``:
+    the app Orchestra's own local server runs, `orchestra.prefect_server.server_command`);
     returns once /api/health answers."""
     home.mkdir(parents=True, exist_ok=True)
     last = ""
@@ -313,8 +315,13 @@ def start_server(home: Path, *, env: dict[str, str] | None = None, timeout: floa
         port = free_port()
         server_env = clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_LOGGING_LEVEL="WARNING",
                                PREFECT_API_LOG_RETRYABLE_ERRORS="true", **(env or {}))
-        proc = Proc([PY, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                     "--no-ui"], server_env, home / f"server-{attempt}.log")
+        if local:
+            from orchestra.prefect_server import server_command
+
+            argv = server_command(port)
+        else:
+            argv = [PY, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+        proc = Proc(argv, server_env, home / f"server-{attempt}.log")
         url = f"http://127.0.0.1:{port}/api"
         api = Api(url)
         deadline = time.monotonic() + timeout
@@ -471,7 +478,8 @@ class PgStack:
 
 def start_stack(home: Path, *, server_env: dict[str, str] | None = None, ledger_url: str | None = None,
                 deployments: tuple[str, ...] = (), fake_latency_ms: float | None = 200.0,
-                worker_env: dict[str, str] | None = None, worker_limit: int | None = None) -> Stack:
+                worker_env: dict[str, str] | None = None, worker_limit: int | None = None,
+                local_server: bool = False) -> Stack:
     """Server, work pool, deployments (all, or the named ones), the OpenAI fake (unless
     `fake_latency_ms` is None) and one process worker (at most `worker_limit` flow runs
     at once) whose flow runs use a ledger in `home` (or `ledger_url`) and the fake.
@@ -482,7 +490,7 @@ def start_stack(home: Path, *, server_env: dict[str, str] | None = None, ledger_
         fake = launch_openai_fake(home, fake_latency_ms) if fake_latency_ms is not None else None
         if fake:
             started.append(fake)
-        server = start_server(home / "prefect", env=server_env)
+        server = start_server(home / "prefect", env=server_env, local=local_server)
         started.append(server.proc)
         fake_url = wait_for_fake(fake) if fake else None
         create_pool(server)
