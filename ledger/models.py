@@ -179,6 +179,11 @@ class Call(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # why the call was made: call | repair | route (core.calls), revision 0003
     purpose: Mapped[str] = mapped_column(String(8), default="call", server_default="call")
+    # what ran: agent | container | command (core.calls), with a container's image and a
+    # container's or command's exit code; revision 0006
+    kind: Mapped[str] = mapped_column(String(16), default="agent", server_default="agent")
+    image: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
