@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     budget_max_tokens: int = Field(default=4096, ge=1, description="Output cap of a call while a budget applies")
     approval_poll: float = Field(default=5.0, ge=0.1, description="Seconds between checks of a paused approval")
 
+    # container steps (Dagger)
+    dagger_block: str | None = Field(default=None, description="Name of a DaggerEngine block: how container steps "
+                                                               "reach a Dagger engine")
+    dagger_connect_timeout: float = Field(default=30.0, gt=0, description="Seconds a container step waits for the "
+                                                                          "Dagger connection to open")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")
@@ -71,7 +77,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", mode="before")
+    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", "dagger_block", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -168,9 +168,11 @@ def print_report(report: dict) -> None:
 
 
 def validate(file: Path = typer.Argument(..., help="Workflow file")) -> None:
-    """Check a workflow; print every error with its location."""
+    """Check a workflow; print every error with its location (exit 2), and warnings (exit 0)."""
     wf = load(file)
     out.print(f"{file}: ok — workflow '{wf.name}', {len(wf.steps)} steps ({wf.type})")
+    for warning in wf.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(f'{file}: {warning}')}", highlight=False)
 
 
 def graph(file: Path = typer.Argument(..., help="Workflow file")) -> None:
