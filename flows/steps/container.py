@@ -141,7 +141,8 @@ class ContainerKind(process.ProcessKind):
                     target.source, process.masked(shlex.join(params["argv"]), hidden))
         answered = False
         try:
-            with anyio.fail_after(params["timeout"]) if params["timeout"] else contextlib.nullcontext():
+            with engines.engine_log().attach(logger), \
+                    anyio.fail_after(params["timeout"]) if params["timeout"] else contextlib.nullcontext():
                 client = await _client(run, target)
                 answered = True
                 result, files = await _execute(client, params, secrets, run.flow_run_id if run else "local")
