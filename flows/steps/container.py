@@ -192,6 +192,8 @@ async def _client(run: Any, target: engines.EngineTarget) -> Any:
             raise RuntimeError("container steps run inside a run")
         return await run.resources.get(key, lambda: engines.connect(target),
                                        timeout=settings().dagger_connect_timeout)
+    except ResourceTimeout:  # a TimeoutError, hence an OSError: before the clause below
+        raise
     except (dagger.ClientConnectionError, dagger.ProvisionError, dagger.TransportError, OSError) as exc:
         raise _EngineLost(f"cannot connect to the Dagger engine ({target.address}): {_first_line(exc)}") from None
 
