@@ -20,6 +20,7 @@ process group (TERM, then KILL).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shlex
 import json
@@ -56,8 +57,6 @@ class CommandKind(process.ProcessKind):
         return problems
 
     async def prepare(self, step: Any, ctx: StepContext) -> Prepared:
-        import asyncio
-
         spec = step.command
         repo = repository(ctx.wf)
         try:
@@ -99,6 +98,9 @@ class CommandKind(process.ProcessKind):
             message = process.masked(str(exc), hidden)
             process.record(self.name, params, attempt, started, error=message)
             raise StepError(f"step '{step}': {message}") from None
+        except asyncio.CancelledError:  # Prefect's backstop timeout, or the run cancelled: the process is killed
+            process.record(self.name, params, attempt, started, error="cancelled")
+            raise
         logger.info("command exited with code %d after %.2f s%s", result.exit_code, result.duration_s,
                     "" if result.sandboxed else " (not sandboxed)")
         for line in result.stderr.splitlines()[-process.TAIL_LINES:]:

@@ -322,6 +322,22 @@ def test_allow_failure_completes_and_downstream_reads_exit_code_and_files(orches
     assert report["steps"]["next"]["output"] == "code=5 n=1\n"
 
 
+def test_a_command_missing_from_the_image_fails_the_step(orchestra_env, engine):
+    report, _ = run(workflow(container_step(run=["no-such-tool-xyz", "--version"])))
+    step = report["steps"]["c"]
+    assert step["state"] == "FAILED" and step["exit_code"] == 1 and step["attempts"] == 1
+    assert 'exec: "no-such-tool-xyz": executable file not found in $PATH' in step["error"]
+
+
+def test_the_step_timeout_stops_a_container_and_a_command(orchestra_env, engine, project):
+    wf = workflow({**container_step(script="sleep 20"), "timeout": 1, "retries": 0},
+                  {"id": "cmd", "command": {"run": ["sleep", "20"]}, "timeout": 1, "retries": 0})
+    report, _ = run(wf)
+    assert "container timed out after 1 s" in report["steps"]["c"]["error"]
+    assert "command timed out after" in report["steps"]["cmd"]["error"]
+    assert report["steps"]["c"]["duration_s"] < 15 and report["steps"]["cmd"]["duration_s"] < 15  # hang bounds
+
+
 def test_a_missing_output_file_fails_the_step(orchestra_env, engine):
     report, _ = run(workflow(container_step(outputs=["/out/never.txt"])))
     assert report["steps"]["c"]["state"] == "FAILED"
