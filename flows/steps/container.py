@@ -151,8 +151,11 @@ class ContainerKind(process.ProcessKind):
             raise fail(f"the Dagger engine ({target.address}) did not answer within "
                        f"{settings().dagger_connect_timeout:g} s (ORCHESTRA_DAGGER_CONNECT_TIMEOUT)",
                        transient=True) from None
-        except TimeoutError:
-            breakers.release(ep, probe) if not answered else breakers.success(ep, probe)
+        except TimeoutError:  # the step's own timeout: the engine answered (it is running the command), or not yet
+            if answered:
+                breakers.success(ep, probe)
+            else:
+                breakers.release(ep, probe)
             raise fail(f"container timed out after {params['timeout']:g} s") from None
         except _EngineLost as exc:
             breakers.failure(ep, probe, str(exc))
