@@ -1,4 +1,5 @@
-"""Circuit breakers, one per provider endpoint: (provider, base URL, model).
+"""Circuit breakers, one per provider endpoint: (provider, base URL, model), and one
+per container engine (:func:`engine_endpoint`: ``dagger @ <engine address>``).
 
     closed --N consecutive transient failures--> open --cool-down--> half_open
     half_open --the probe call succeeds--> closed
@@ -73,6 +74,12 @@ def endpoint(model: str, base_url: str | None = None) -> Endpoint:
     if found is not None and found.base_url_var and base_url is None:
         base_url = os.environ.get(found.base_url_var)
     return _endpoint(model, base_url)
+
+
+def engine_endpoint(engine: str, address: str) -> Endpoint:
+    """What a breaker guards for a container engine: the engine (``dagger``) at one
+    address (``session 127.0.0.1:PORT``, a runner host); its key is ``dagger @ <address>``."""
+    return Endpoint(engine, address, engine)
 
 
 @lru_cache(maxsize=1024)

@@ -6,6 +6,10 @@ it was given; the ledger only maps it to columns. Nothing else builds a row.
 ``purpose`` says why the call was made: ``call`` (the step's own request),
 ``repair`` (the one follow-up that asks for output matching ``output_schema``) or
 ``route`` (a ``strategy: llm`` router call, recorded under step ``<id>:route``).
+``kind`` says what ran: ``agent`` (a provider call), ``container`` (a command in a
+Dagger container: ``image``, ``exit_code``) or ``command`` (a process on the worker:
+``exit_code``); a container or command attempt costs 0 (it is priced: nothing is
+unknown about it) and its ``latency_ms`` is its duration.
 :attr:`CallRecord.counts_as_attempt` is the one rule for a step's ``attempts``:
 its own provider requests, not cache hits, repairs or router calls.
 """
@@ -16,11 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["CallRecord", "CALL_STATUSES", "PURPOSES", "counts_as_attempt"]
+__all__ = ["CallRecord", "CALL_STATUSES", "PURPOSES", "CALL_KINDS", "PROCESS_PROVIDERS", "counts_as_attempt"]
 
 CALL_STATUSES = ("ok", "error")
 PURPOSES = ("call", "repair", "route")
 Purpose = Literal["call", "repair", "route"]
+CALL_KINDS = ("agent", "container", "command")
+# the ``provider`` (and ``model``, for a command) of a container or command attempt's row
+PROCESS_PROVIDERS = {"container": "dagger", "command": "worker"}
 
 
 def _now() -> datetime:
@@ -52,6 +59,9 @@ class CallRecord:
     error: str | None = None
     cached: bool = False
     purpose: str = "call"
+    kind: str = "agent"
+    image: str | None = None  # a container attempt's image
+    exit_code: int | None = None  # a container or command attempt's exit code (None: it never ran)
     created: datetime = field(default_factory=_now)
 
     def __post_init__(self) -> None:
@@ -59,6 +69,8 @@ class CallRecord:
             raise ValueError(f"CallRecord.status must be one of {CALL_STATUSES}, got {self.status!r}")
         if self.purpose not in PURPOSES:
             raise ValueError(f"CallRecord.purpose must be one of {PURPOSES}, got {self.purpose!r}")
+        if self.kind not in CALL_KINDS:
+            raise ValueError(f"CallRecord.kind must be one of {CALL_KINDS}, got {self.kind!r}")
         if not self.provider:
             object.__setattr__(self, "provider", self.model.split(":", 1)[0] if ":" in self.model else "unknown")
 
@@ -84,13 +96,32 @@ class CallRecord:
                    latency_ms=latency_ms, status="error", error=message or "failed", purpose=purpose)
 
     @classmethod
-    def cache_hit(cls, *, flow_run_id: str, step: str, model: str, agent: str | None, priced: bool) -> CallRecord:
+    def from_process(cls, kind: Literal["container", "command"], *, flow_run_id: str, step: str, attempt: int,
+                     latency_ms: float, exit_code: int | None, image: str | None = None,
+                     error: str | None = None) -> CallRecord:
+        """One attempt of a container or command step: what ran (``image``), its exit code
+        and duration, cost 0. ``error`` set: the attempt failed (a non-zero exit that the
+        step does not allow, a timeout, an engine that could not be reached)."""
+        provider = PROCESS_PROVIDERS[kind]
+        return cls(flow_run_id=flow_run_id, step=step, model=image or provider, provider=provider, attempt=attempt,
+                   priced=True, latency_ms=latency_ms, status="error" if error else "ok", error=error,
+                   kind=kind, image=image, exit_code=exit_code)
+
+    @classmethod
+    def cache_hit(cls, *, flow_run_id: str, step: str, model: str, agent: str | None, priced: bool,
+                  kind: str = "agent", image: str | None = None) -> CallRecord:
         """A step served from the cache: a row so the ledger shows it, at no cost."""
-        return cls(flow_run_id=flow_run_id, step=step, model=model, agent=agent, attempt=0, cached=True,
-                   priced=priced)
+        provider = PROCESS_PROVIDERS.get(kind)
+        return cls(flow_run_id=flow_run_id, step=step, model=model or image or provider or "", agent=agent,
+                   provider=provider, attempt=0, cached=True, priced=priced or kind != "agent", kind=kind,
+                   image=image)
 
     def event_payload(self) -> dict[str, Any]:
-        """What the ``orchestra.agent.call`` Prefect event carries."""
-        return {"step": self.step, "model": self.model, "provider": self.provider, "attempt": self.attempt,
-                "status": self.status, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "cached_tokens": self.cached_tokens, "cost_usd": self.cost_usd, "latency_ms": self.latency_ms}
+        """What the attempt's Prefect event carries (``orchestra.agent.call``; a container or
+        command attempt's also names its kind, image and exit code)."""
+        payload = {"step": self.step, "model": self.model, "provider": self.provider, "attempt": self.attempt,
+                   "status": self.status, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                   "cached_tokens": self.cached_tokens, "cost_usd": self.cost_usd, "latency_ms": self.latency_ms}
+        if self.kind != "agent":
+            payload.update(kind=self.kind, image=self.image, exit_code=self.exit_code)
+        return payload

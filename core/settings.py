@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     template_timeout: float = Field(default=5.0, gt=0, description="Seconds one template may take to render")
     template_max_chars: int = Field(default=1_000_000, ge=1, description="Largest text a template may render")
 
+    # container steps (Dagger)
+    dagger_block: str | None = Field(default=None, description="Name of a DaggerEngine block: how container steps "
+                                                               "reach a Dagger engine")
+    dagger_connect_timeout: float = Field(default=30.0, gt=0, description="Seconds a container step waits for the "
+                                                                          "Dagger connection to open")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")
@@ -83,7 +89,7 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", mode="before")
+    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", "dagger_block", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

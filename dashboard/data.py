@@ -200,7 +200,8 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     """``{"run", "inputs", "steps", "calls", "dead_letters"}`` of one run, or None.
 
     ``steps``: one row per step, ``ledger.queries.run_steps`` (attempts counted by the
-    engine's rule: repairs, router calls and cache hits are not attempts).
+    engine's rule: repairs, router calls and cache hits are not attempts), with its kind
+    and, for container and command steps, the image and the last exit code.
     ``calls``: every attempt. ``inputs``: ``[{"input", "value"}]`` (values as text).
     """
     run = queries.run(store, flow_run_id)
@@ -217,7 +218,8 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     ]
     call_rows = [
         {
-            "#": i + 1, "step": c["step"], "attempt": c["attempt"], "agent": c["agent"], "model": c["model"],
+            "#": i + 1, "step": c["step"], "kind": c.get("kind") or "agent", "attempt": c["attempt"],
+            "agent": c["agent"], "model": c["model"], "image": c.get("image"), "exit_code": c.get("exit_code"),
             "status": "cached" if c["cached"] else c["status"], "purpose": c["purpose"],
             "input_tokens": c["input_tokens"],
             "output_tokens": c["output_tokens"], "cached_tokens": c["cached_tokens"],

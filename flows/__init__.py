@@ -1,9 +1,11 @@
 """Workflows as Prefect flow runs.
 
 Owns: the workflow definition (``flows.spec``: models, loading, ``/run-graph``,
-validation), sandboxed templates, the step kinds (``flows.steps``: agent, approval),
-the engine (``flows.engine``: one task run per step attempt) and the self-healing
-around each call (resilience, budgets, provider limits).
+validation), sandboxed templates, the step kinds (``flows.steps``: agent, approval,
+container on a Dagger engine, command in a bubblewrap sandbox), the engine
+(``flows.engine``: one task run per step attempt), what a run's steps share
+(``flows.resources``) and the self-healing around each call (resilience, budgets,
+provider limits).
 
 Never: imports SQL or the app layer (``orchestra``, ``ledger``, ``dashboard``): the
 engine is handed a ledger that satisfies ``flows.ports.Ledger``. Importing

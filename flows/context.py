@@ -4,7 +4,9 @@
 run's own list (for its report), to the ledger it was given, and, for a provider
 attempt, out as an ``orchestra.agent.call`` Prefect event. ``RunState.step_changed``
 is the one way a step's state is told: to this process's listeners (the CLI's live
-table) and to the ledger (``core.steps.StepState``).
+table) and to the ledger (``core.steps.StepState``). ``RunState.resources``
+(``flows.resources.RunResources``) holds what the run's steps share and the run
+closes when it ends (a Dagger connection).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from core.calls import CallRecord
 from core.steps import StepState
 from flows import progress
+from flows.resources import RunResources
 
 __all__ = ["RunState", "current_run", "set_run", "reset_run"]
 
@@ -29,6 +32,7 @@ class RunState:
     calls: list[CallRecord] = field(default_factory=list)
     registry: dict[str, Any] | None = None
     kinds: dict[str, str] = field(default_factory=dict)  # step id -> kind
+    resources: RunResources = field(default_factory=RunResources)  # closed by the engine when the run ends
 
     def step_changed(self, step: str, state: str, info: dict[str, Any] | None = None, **fields: Any) -> None:
         """A step's new state: the listeners hear it, the ledger keeps it (``fields``:
@@ -55,13 +59,21 @@ class RunState:
 
 
 def _emit_call_event(workflow: str, call: CallRecord) -> None:
-    """``orchestra.agent.call`` for every attempt (Prefect relates it to the task run)."""
+    """``orchestra.agent.call`` for every provider attempt, ``orchestra.container.exec`` /
+    ``orchestra.command.exec`` for a container's or command's (resource: the step);
+    Prefect relates it to the task run."""
     from prefect.events import emit_event
 
-    agent = call.agent or "default"
+    if call.kind == "agent":
+        event, name = "orchestra.agent.call", call.agent or "default"
+        resource = {"prefect.resource.id": f"orchestra.agent.{name}", "prefect.resource.name": name}
+    else:
+        event = f"orchestra.{call.kind}.exec"
+        resource = {"prefect.resource.id": f"orchestra.step.{workflow}.{call.step}",
+                    "prefect.resource.name": call.step}
     emit_event(
-        event="orchestra.agent.call",
-        resource={"prefect.resource.id": f"orchestra.agent.{agent}", "prefect.resource.name": agent},
+        event=event,
+        resource=resource,
         related=[{"prefect.resource.id": f"orchestra.workflow.{workflow}", "prefect.resource.role": "workflow",
                   "prefect.resource.name": workflow}],
         payload=call.event_payload(),

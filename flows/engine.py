@@ -159,6 +159,7 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
                     run.step_changed(sid, "CANCELLED", error=r.error)
             await _cancel_task_runs(flow_run_id)
     finally:
+        await run.resources.aclose()  # what the steps shared: a Dagger connection
         reset_run(token)
         resilience.finish_run(guard, ledger, flow_run_id, wf, reports)  # dead letters
     failed = [sid for sid, r in reports.items() if r.state == "FAILED"]
@@ -240,7 +241,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 return
             step_fn = _task_variant(step.retries, prepared.timeout, no_cache, delay)
             upstream = [r for d in deps[step.id] for r in results.get(d, ())]
-            run.step_changed(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model},
+            run.step_changed(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model, **prepared.info},
                              agent=prepared.agent, model=prepared.model, prompt=prepared.prompt,
                              items=len(prepared.runs) if step.for_each is not None else None)
             states = await asyncio.gather(*(
@@ -273,10 +274,13 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
             report.agent, report.model = value.agent or report.agent, value.model or report.model
             if cached:  # a cache hit costs nothing: a row, so the ledger shows the step was served
                 run.record(CallRecord.cache_hit(flow_run_id=run.flow_run_id, step=step.id, model=value.model or "",
-                                                agent=value.agent, priced=value.priced))
+                                                agent=value.agent, priced=value.priced, kind=step.kind,
+                                                image=value.extra.get("image")))
             completed.append(value)
         else:
             errors.append(str(value) if isinstance(value, BaseException) else (st.message or st.name))
+            if isinstance(value, StepError):  # what the report keeps of a failed attempt (an exit code)
+                report.extra.update(value.details)
     rows = [c for c in run.calls if c.step == step.id]  # every attempt, failed ones included (they cost 0)
     report.attempts = sum(counts_as_attempt(cached=c.cached, purpose=c.purpose) for c in rows)
     report.input_tokens = sum(c.input_tokens for c in rows)
@@ -287,12 +291,13 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
     if errors:
         report.state = "FAILED"
         report.error = errors[0]
-        run.step_changed(step.id, "FAILED", {"error": report.error}, error=report.error, agent=report.agent,
-                         model=report.model)
+        run.step_changed(step.id, "FAILED", {"error": report.error, **report.extra}, error=report.error,
+                         agent=report.agent, model=report.model)
         return completed
     report.state = "COMPLETED"
     report.output = [r.output for r in completed] if step.for_each is not None else completed[0].output
-    outputs[step.id] = {"output": report.output}
+    # what downstream templates read: steps.<id>.output, and the kind's own fields (exit_code, files)
+    outputs[step.id] = {"output": report.output, **{k: report.extra[k] for k in kind.outputs if k in report.extra}}
     run.step_changed(step.id, "COMPLETED", report.as_dict(), agent=report.agent, model=report.model,
                      output=report.output)
     return completed
@@ -323,16 +328,19 @@ def _truthy(value: Any) -> bool:
 async def _cost_artifact(wf: Workflow, report: dict) -> None:
     rows = [
         {"step": sid, "kind": s["kind"], "state": s["state"], "agent": s["agent"] or "", "model": s["model"] or "",
+         "image": s.get("image") or "", "exit_code": "" if s.get("exit_code") is None else str(s["exit_code"]),
          "attempts": s["attempts"], "cached": s["cached"], "input_tokens": s["input_tokens"],
          "output_tokens": s["output_tokens"], "cost_usd": s["cost_usd"], "duration_s": s["duration_s"]}
         for sid, s in report["steps"].items()
     ]
-    rows.append({"step": "TOTAL", "kind": "", "state": report["state"], "agent": "", "model": "", "attempts":
+    rows.append({"step": "TOTAL", "kind": "", "state": report["state"], "agent": "", "model": "", "image": "",
+                 "exit_code": "", "attempts":
                  sum(r["attempts"] for r in rows), "cached": False, "input_tokens": report["input_tokens"],
                  "output_tokens": report["output_tokens"], "cost_usd": report["cost_usd"],
                  "duration_s": report["duration_s"]})
     await acreate_table_artifact(
         table=rows,
         key=f"{wf.name}-cost",
-        description=f"Tokens and cost per step of `{wf.name}`: ${report['cost_usd']:.6f} in total.",
+        description=f"Tokens and cost per step of `{wf.name}` (container and command steps: image, exit code, "
+                    f"duration, cost 0): ${report['cost_usd']:.6f} in total.",
     )

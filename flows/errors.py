@@ -21,8 +21,11 @@ class WorkflowError(Exception):
 
 
 class StepError(Exception):
-    """A step attempt that failed; ``transient`` decides whether Prefect retries it."""
+    """A step attempt that failed; ``transient`` decides whether Prefect retries it.
+    ``details``: kind-specific fields the step's report keeps though it failed (a
+    container's ``exit_code``)."""
 
-    def __init__(self, message: str, transient: bool = False):
+    def __init__(self, message: str, transient: bool = False, details: dict | None = None):
         super().__init__(message)
         self.transient = transient
+        self.details = details or {}

@@ -146,7 +146,7 @@ class Run(Base):
     # The workflow's `metadata` (a /run-graph body's), revision 0003. The attribute is
     # `meta` because declarative models reserve `metadata`.
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
-    # Which process runs it and when it last said so (revision 0009): the reaper's evidence.
+    # Which process runs it and when it last said so (revision 0005): the reaper's evidence.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -184,6 +184,11 @@ class Call(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # why the call was made: call | repair | route (core.calls), revision 0003
     purpose: Mapped[str] = mapped_column(String(8), default="call", server_default="call")
+    # what ran: agent | container | command (core.calls), with a container's image and a
+    # container's or command's exit code; revision 0006
+    kind: Mapped[str] = mapped_column(String(16), default="agent", server_default="agent")
+    image: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (

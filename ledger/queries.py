@@ -96,17 +96,22 @@ def run(store: Store, flow_run_id: str) -> dict[str, Any] | None:
 
 def run_steps(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A run's calls (from :func:`run`) folded per step, in the order the steps first
-    called: agent, model (the last attempt's), status of the last attempt ("ok",
-    "error", "cached"), attempts (by ``core.calls.counts_as_attempt``, the engine's
-    rule), errors, cached, tokens, cost_usd, latency_ms (summed), last_error."""
+    called: kind (agent, container, command), agent, model (the last attempt's), image
+    and exit_code (a container's or command's last attempt), status of the last attempt
+    ("ok", "error", "cached"), attempts (by ``core.calls.counts_as_attempt``, the
+    engine's rule), errors, cached, tokens, cost_usd, latency_ms (summed), last_error."""
     steps: dict[str, dict[str, Any]] = {}
     for c in calls:
         s = steps.setdefault(c["step"], {
-            "step": c["step"], "agent": c["agent"], "model": c["model"], "status": "ok", "attempts": 0,
+            "step": c["step"], "kind": c.get("kind") or "agent", "agent": c["agent"], "model": c["model"],
+            "image": None, "exit_code": None, "status": "ok", "attempts": 0,
             "errors": 0, "cached": False, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
             "cost_usd": 0.0, "latency_ms": 0.0, "last_error": None,
         })
         s["agent"], s["model"] = c["agent"] or s["agent"], c["model"]
+        s["image"] = c.get("image") or s["image"]
+        if c.get("exit_code") is not None:
+            s["exit_code"] = c["exit_code"]
         s["cached"] = s["cached"] or c["cached"]
         s["attempts"] += counts_as_attempt(cached=c["cached"], purpose=c.get("purpose", "call"))
         for k in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd", "latency_ms"):

@@ -495,6 +495,9 @@ class Store(ResilienceStore):
             "error": _clean_error(call.error),
             "cached": bool(call.cached),
             "purpose": call.purpose,
+            "kind": call.kind,
+            "image": call.image,
+            "exit_code": None if call.exit_code is None else int(call.exit_code),
             "created": created,
         }
 

@@ -200,15 +200,17 @@ async def run_workflow(
 
 @mcp.tool(title="Validate a workflow", annotations=READ_ONLY)
 def validate_workflow(workflow: WorkflowArg) -> dict[str, Any]:
-    """Check a workflow definition without running it. Returns {ok, workflow, source, steps, errors}:
-    every problem at once, each naming its file and step or line."""
+    """Check a workflow definition without running it. Returns {ok, workflow, source, steps, errors,
+    warnings}: every problem at once, each naming its file and step or line; warnings do not make
+    it invalid (a container step and no Dagger engine configured)."""
     try:
         wf, _ = runner.resolve(workflow)
     except WorkflowError as exc:
         return {"ok": False, "workflow": None, "source": exc.source, "steps": [],
-                "errors": [redact(f"{exc.source}: {p}") for p in exc.problems]}
+                "errors": [redact(f"{exc.source}: {p}") for p in exc.problems], "warnings": []}
     return {"ok": True, "workflow": wf.name, "source": wf.source, "type": wf.type,
-            "steps": [s.id for s in wf.steps], "errors": []}
+            "steps": [s.id for s in wf.steps], "errors": [],
+            "warnings": [redact(f"{wf.source}: {w}") for w in wf.warnings]}
 
 
 @mcp.tool(title="A workflow's DAG as Mermaid", annotations=READ_ONLY)

@@ -71,17 +71,20 @@ if run["error"]:
 
 st.markdown("##### Steps")
 if detail["steps"]:
-    ui.table(detail["steps"], ["step", "status", "agent", "model", "attempts", "errors", "input_tokens",
-                               "output_tokens", "cost_usd", "latency_ms", "last_error"],
-             column_config={"status": st.column_config.TextColumn("Last attempt")})
-    st.caption("Attempts count provider calls (cache hits excluded); latency is summed over a step's attempts.")
+    ui.table(detail["steps"], ["step", "kind", "status", "agent", "model", "image", "exit_code", "attempts", "errors",
+                               "input_tokens", "output_tokens", "cost_usd", "latency_ms", "last_error"],
+             column_config={"status": st.column_config.TextColumn("Last attempt"),
+                            "exit_code": st.column_config.NumberColumn("Exit code", format="%d")})
+    st.caption("Attempts count provider calls and container/command runs (cache hits excluded); latency is "
+               "summed over a step's attempts (a container's or command's duration).")
 else:
     st.info("This run made no provider call (yet).", icon=":material/hourglass_empty:")
 
 if detail["calls"]:
     with st.expander(f"Every attempt ({len(detail['calls'])})"):
-        ui.table(detail["calls"], ["#", "created", "step", "attempt", "status", "agent", "model", "input_tokens",
-                                   "output_tokens", "cached_tokens", "cost_usd", "priced", "latency_ms", "error"])
+        ui.table(detail["calls"], ["#", "created", "step", "kind", "attempt", "status", "agent", "model", "image",
+                                   "exit_code", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "priced",
+                                   "latency_ms", "error"])
 if detail["dead_letters"]:
     with st.expander(f"Dead letters ({len(detail['dead_letters'])}): steps that failed for good", expanded=True):
         ui.table(detail["dead_letters"], ["created", "step", "agent", "model", "attempts", "error"])

@@ -2,7 +2,8 @@
 
 Every problem is reported at once in one ``WorkflowError``: a schema error (an
 unknown field, a wrong type) does not hide the cross-checks, which run on the
-document with the offending fields left out.
+document with the offending fields left out. A valid workflow carries what is worth
+saying without refusing it in ``Workflow.warnings``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flows.errors import WorkflowError
 from flows.spec.documents import check_document, parse_text
 from flows.spec.models import Workflow
 from flows.spec.run_graph import from_run_graph, is_run_graph
-from flows.spec.validation import check
+from flows.spec.validation import check, warnings
 
 __all__ = ["load_workflow", "parse_workflow", "parse_text"]
 
@@ -83,6 +84,7 @@ def parse_workflow(data: Any, *, source: str = "<workflow>", default_name: str =
     problems = check(workflow, registry)
     if problems:
         raise WorkflowError(source, problems)
+    workflow.warnings[:] = warnings(workflow)
     return workflow
 
 

@@ -4,9 +4,8 @@ kind's own rules (``flows.steps``). Every problem is collected, each located."""
 from __future__ import annotations
 
 import graphlib
-from typing import Any
-
 import re
+from typing import Any
 
 from flows import steps as step_kinds
 from flows import templates
@@ -15,7 +14,7 @@ from flows.spec.models import STEP_FIELDS, RouteSpec, Workflow
 
 INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-__all__ = ["check", "schema_problems", "JINJA_GLOBALS"]
+__all__ = ["check", "warnings", "schema_problems", "JINJA_GLOBALS"]
 
 JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "true", "false", "none", "True",
                  "False", "None", "loop"}
@@ -64,7 +63,8 @@ def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
             except ValueError as exc:
                 problems.append(f"agent '{name}': {exc}")
     reg = registry if registry is not None else (_registry() if _needs_registry(wf) else {})
-    fields = " or ".join(f"`{f}`" for f in STEP_FIELDS)
+    names = [f"`{f}`" for f in STEP_FIELDS]
+    fields = ", ".join(names[:-1]) + f" or {names[-1]}"
     kinds: dict[str, Any] = {}
     for s in wf.steps:
         asked = s.kinds
@@ -81,6 +81,15 @@ def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
         if s.output_schema is not None:
             problems.extend(f"step '{s.id}': output_schema: {p}" for p in schema_problems(s.output_schema))
     return problems
+
+
+def warnings(wf: Workflow) -> list[str]:
+    """What is worth saying about a valid ``wf`` without refusing it (each step kind's
+    ``warnings``: a container step and no engine configured)."""
+    found: list[str] = []
+    for s in wf.steps:
+        found.extend(step_kinds.kind(s.kind).warnings(s, wf))
+    return found
 
 
 def _needs_registry(wf: Workflow) -> bool:

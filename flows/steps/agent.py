@@ -20,7 +20,7 @@ from core.redact import redact_value
 from flows import progress, resilience, templates
 from flows.context import RunState, current_run
 from flows.errors import StepError
-from flows.steps.base import BaseKind, Prepared, StepContext, StepResult
+from flows.steps.base import BaseKind, Prepared, StepContext, StepResult, parse_output
 
 __all__ = ["AgentKind", "resolve_agent", "credentials"]
 
@@ -34,9 +34,13 @@ class AgentKind(BaseKind):
     # -- validation ---------------------------------------------------------
     def validate(self, step: Any, wf: Any, registry: dict[str, Any]) -> list[str]:
         agent = step.agent
+        problems = []
+        if step.allow_failure:
+            problems.append(f"step '{step.id}': allow_failure: only container and command steps have an exit code")
         if isinstance(agent, str) and agent not in wf.agents and agent not in registry:
-            return [f"step '{step.id}': unknown agent '{agent}' (not in the workflow's agents: nor in agents/*.yaml)"]
-        return []
+            problems.append(f"step '{step.id}': unknown agent '{agent}' (not in the workflow's agents: nor in "
+                            "agents/*.yaml)")
+        return problems
 
     def templates(self, step: Any) -> list[tuple[str, str]]:
         return [("prompt", step.prompt)]
@@ -83,7 +87,7 @@ class AgentKind(BaseKind):
             config, params["model"], step)
         output: Any = result.output
         if schema is not None:
-            output, problem = _parse_output(result.output, schema)
+            output, problem = parse_output(result.output, schema)
             if problem is not None:  # one repair call, then the step fails for good
                 repair = (f"{prompt}\n\nYour previous answer was not valid: {problem}\n"
                           f"Previous answer:\n{result.output}\n\n"
@@ -91,7 +95,7 @@ class AgentKind(BaseKind):
                 fixed, fixed_outcome = await _call(run, step, config, model, repair, timeout, attempt,
                                                    json_mode=True, purpose="repair")
                 outcome = _merge(outcome, fixed_outcome)
-                output, problem = _parse_output(fixed.output, schema)
+                output, problem = parse_output(fixed.output, schema)
                 if problem is not None:
                     raise StepError(f"step '{step}': output does not match output_schema after one repair "
                                     f"attempt: {problem}")
@@ -145,32 +149,6 @@ def _merge(a: dict, b: dict) -> dict:
         out[k] = a[k] + b[k]
     out["priced"] = a["priced"] and b["priced"]
     return out
-
-
-def _parse_output(text: str, schema: dict) -> tuple[Any, str | None]:
-    import jsonschema
-
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.strip("`")
-        body = body[4:] if body.lower().startswith("json") else body
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as exc:
-        return None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-    from referencing import Registry
-    from referencing.exceptions import Unresolvable
-
-    # an empty registry: only in-document references resolve, nothing is ever fetched
-    validator = jsonschema.validators.validator_for(schema)(schema, registry=Registry())
-    try:
-        validator.validate(value)
-    except jsonschema.ValidationError as exc:
-        path = "/".join(str(p) for p in exc.absolute_path)
-        return None, f"{exc.message}" + (f" at /{path}" if path else "")
-    except Unresolvable as exc:
-        return None, f"output_schema: unresolvable reference ({exc})"
-    return value, None
 
 
 def resolve_agent(wf: Any, step: Any, run: RunState | None = None) -> AgentConfig:

@@ -75,6 +75,8 @@ class ApprovalKind(BaseKind):
         for field in ("agent", "for_each", "output_schema"):
             if getattr(step, field) is not None:
                 problems.append(f"step '{step.id}': {field}: not allowed on an approval step (it calls no agent)")
+        if step.allow_failure:
+            problems.append(f"step '{step.id}': allow_failure: only container and command steps have an exit code")
         return problems
 
     def templates(self, step: Any) -> list[tuple[str, str]]:

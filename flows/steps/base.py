@@ -16,7 +16,9 @@ kind owns what is particular to it:
 * ``attempt(params, attempt)`` -> :class:`StepResult`: one try, inside its task run,
   recording its ledger rows through ``flows.context.current_run()``; raises
   ``flows.errors.StepError`` (``transient`` decides a retry);
-* ``report(report, results)``: folds the results of its task runs into the step's report.
+* ``report(report, results)``: folds the results of its task runs into the step's report;
+* ``warnings(step, wf)`` -> what ``orchestra validate`` says without failing (a container
+  step and no engine configured).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     from flows.context import RunState
 
-__all__ = ["StepKind", "Prepared", "StepContext", "StepResult", "StepReport", "BaseKind"]
+__all__ = ["StepKind", "Prepared", "StepContext", "StepResult", "StepReport", "BaseKind", "parse_output"]
 
 
 class StepResult:
@@ -38,7 +40,8 @@ class StepResult:
 
     def __init__(self, output: Any, *, agent: str | None = None, model: str | None = None,
                  input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0, cost_usd: float = 0.0,
-                 priced: bool = True, latency_ms: float = 0.0, extra: dict[str, Any] | None = None):
+                 priced: bool = True, latency_ms: float = 0.0, extra: dict[str, Any] | None = None,
+                 index: int | None = None):
         self.output = output
         self.agent = agent
         self.model = model
@@ -48,7 +51,8 @@ class StepResult:
         self.cost_usd = cost_usd
         self.priced = priced
         self.latency_ms = latency_ms
-        self.extra = extra or {}
+        self.extra = extra or {}  # kind-specific fields for the report (exit_code, files, ...)
+        self.index = index  # the item of a for_each step this result is for (None: not a for_each step)
 
     def __repr__(self) -> str:
         return f"StepResult(agent={self.agent!r}, model={self.model!r}, cost_usd={self.cost_usd})"
@@ -76,6 +80,7 @@ class Prepared:
     prompt: str | None = None  # what the step is asked, rendered, as a person reads it
     done: bool = False  # finished in the flow (no task run): ``output`` is the step's output
     output: Any = None
+    info: dict[str, Any] = field(default_factory=dict)  # what the live table shows while it runs (image, ...)
 
 
 @dataclass
@@ -125,6 +130,8 @@ class StepKind(Protocol):
 
     def report(self, report: StepReport, results: list[StepResult]) -> None: ...
 
+    def warnings(self, step: Any, wf: Any) -> list[str]: ...
+
 
 class BaseKind:
     """Defaults: no extra checks, outputs ``output``, the report's totals and output."""
@@ -146,3 +153,35 @@ class BaseKind:
 
     def report(self, report: StepReport, results: list[StepResult]) -> None:
         """Nothing kind-specific by default (the engine sums tokens and cost)."""
+
+    def warnings(self, step: Any, wf: Any) -> list[str]:
+        return []
+
+
+def parse_output(text: str, schema: dict) -> tuple[Any, str | None]:
+    """``text`` as JSON matching ``schema``: (value, None), or (None, the problem)."""
+    import json
+
+    import jsonschema
+
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`")
+        body = body[4:] if body.lower().startswith("json") else body
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+
+    # an empty registry: only in-document references resolve, nothing is ever fetched
+    validator = jsonschema.validators.validator_for(schema)(schema, registry=Registry())
+    try:
+        validator.validate(value)
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path)
+        return None, f"{exc.message}" + (f" at /{path}" if path else "")
+    except Unresolvable as exc:
+        return None, f"output_schema: unresolvable reference ({exc})"
+    return value, None

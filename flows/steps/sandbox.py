@@ -14,7 +14,7 @@ It imports only the standard library; the engine wires it in as a step kind.
 API
 ---
 ``run_command(argv=None, script=None, *, env, repo, cwd, network, sandbox, timeout,
-max_output_bytes) -> CommandResult``
+max_output_bytes, hide) -> CommandResult``
     Runs the process and waits for it. Exactly one of ``argv`` (a list of strings) and
     ``script`` (run as ``/bin/sh -c script``) is given. It returns a ``CommandResult``
     whatever the exit code; a non-zero ``exit_code`` (or ``timed_out``) is a failed
@@ -41,11 +41,15 @@ max_output_bytes) -> CommandResult``
 The sandbox
 -----------
 ``bwrap --die-with-parent --new-session --unshare-all [--share-net] --cap-drop ALL
---ro-bind / / --dev /dev --proc /proc --tmpfs /tmp [--tmpfs /run] --bind HOME /tmp/home
+--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp [--tmpfs /run] [--tmpfs HIDDEN]... --bind HOME /tmp/home
 --ro-bind REPO REPO --chdir CWD --clearenv --setenv K V ... -- argv...``:
 
 * the host's root is read-only (``--ro-bind / /``), with a fresh ``/dev`` and ``/proc``;
 * ``/tmp`` is a private tmpfs: nothing written there reaches the host's ``/tmp``;
+* the folders in ``hide`` (the command kind passes the worker's HOME and ORCHESTRA_HOME:
+  keys, the ledger, the step cache) are covered by an empty tmpfs, before the repository
+  is bound, so a repository inside HOME stays visible; tools installed under HOME
+  (``~/.local/bin``) are then not found in the sandbox;
 * HOME is ``/tmp/home`` (``SANDBOX_HOME``): a fresh, writable folder made for this run
   on the host (under ``tempfile.gettempdir()``) and removed afterwards. ``/tmp`` is
   the only place where a mount point can always be created on a read-only root,
@@ -230,8 +234,20 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def _hidden(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The folders to cover with an empty tmpfs: absolute, existing, not ``/`` nor under
+    ``/tmp`` (already private), the outermost of nested ones."""
+    found: list[str] = []
+    for p in sorted({os.path.normpath(os.fspath(p)) for p in paths if p}, key=len):
+        if (not os.path.isabs(p) or p == "/" or _inside(p, "/tmp") or not os.path.isdir(p)
+                or any(_inside(p, f) for f in found)):
+            continue
+        found.append(p)
+    return found
+
+
 def _bwrap_options(*, repo: str, cwd: str, network: bool, home: str,
-                   env: Mapping[str, str]) -> list[str]:
+                   env: Mapping[str, str], hide: Iterable[str] = ()) -> list[str]:
     opts = ["--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         opts.append("--share-net")
@@ -242,6 +258,8 @@ def _bwrap_options(*, repo: str, cwd: str, network: bool, home: str,
              "--tmpfs", "/tmp"]
     if not network and os.path.isdir("/run"):
         opts += ["--tmpfs", "/run"]
+    for path in _hidden(hide):  # before the repository: a repository inside HOME stays visible
+        opts += ["--tmpfs", path]
     opts += ["--bind", home, SANDBOX_HOME,
              "--ro-bind", repo, repo,
              "--chdir", cwd,
@@ -280,7 +298,7 @@ def _lexical_cwd(repo: str, cwd: str | os.PathLike[str] | None) -> str:
 def sandbox_argv(argv: Sequence[str], *, repo: str | os.PathLike[str],
                  workdir: str | os.PathLike[str] | None = None, network: bool = False,
                  home: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                 bwrap: str | None = None) -> list[str]:
+                 bwrap: str | None = None, hide: Iterable[str] = ()) -> list[str]:
     """The bwrap command line that runs ``argv`` sandboxed.
 
     ``repo``: the repository (absolute), bound read-only at its own path. ``workdir``:
@@ -295,7 +313,7 @@ def sandbox_argv(argv: Sequence[str], *, repo: str | os.PathLike[str],
     argv = _check_argv(argv)
     repo_s, cwd_s, home_s = _sandbox_paths(repo, workdir, home)
     full_env = command_env(env, home=SANDBOX_HOME)
-    opts = _bwrap_options(repo=repo_s, cwd=cwd_s, network=network, home=home_s, env=full_env)
+    opts = _bwrap_options(repo=repo_s, cwd=cwd_s, network=network, home=home_s, env=full_env, hide=hide)
     return [bwrap or bwrap_path() or "bwrap", *opts, "--", *argv]
 
 
@@ -507,13 +525,15 @@ async def run_command(argv: list[str] | None = None, script: str | None = None, 
                       env: Mapping[str, str] | None = None, repo: Path,
                       cwd: str | None = None, network: bool = False, sandbox: bool = True,
                       timeout: float | None = None,
-                      max_output_bytes: int = 10_000_000) -> CommandResult:
+                      max_output_bytes: int = 10_000_000,
+                      hide: Iterable[str] = ()) -> CommandResult:
     """Run ``argv`` (or ``/bin/sh -c script``) in ``repo`` (or ``cwd`` inside it),
-    sandboxed unless ``sandbox=False``; see the module docstring."""
+    sandboxed unless ``sandbox=False``; see the module docstring. ``hide``: host folders
+    the sandbox covers with an empty tmpfs (the worker's HOME, ORCHESTRA_HOME)."""
     values = list(env.values()) if isinstance(env, Mapping) else []
     try:
         return await _run(argv, script, env=env, repo=repo, cwd=cwd, network=network,
-                          sandbox=sandbox, timeout=timeout, max_output_bytes=max_output_bytes)
+                          sandbox=sandbox, timeout=timeout, max_output_bytes=max_output_bytes, hide=hide)
     except SandboxError as exc:
         message = _redact(str(exc), values)
         if message != str(exc):
@@ -522,7 +542,7 @@ async def run_command(argv: list[str] | None = None, script: str | None = None, 
 
 
 async def _run(argv, script, *, env, repo, cwd, network, sandbox, timeout,
-               max_output_bytes) -> CommandResult:
+               max_output_bytes, hide) -> CommandResult:
     if (argv is None) == (script is None):
         raise SandboxError("give exactly one of run (an argv) and script")
     if script is not None:
@@ -556,7 +576,7 @@ async def _run(argv, script, *, env, repo, cwd, network, sandbox, timeout,
         if sandbox:
             _, _, home_s = _sandbox_paths(repo_s, cwd_s, host_home)
             options = _bwrap_options(repo=repo_s, cwd=cwd_s, network=network, home=home_s,
-                                     env=full_env)
+                                     env=full_env, hide=hide)
             args_fd = _args_fd(options)
             exec_argv = [bwrap, "--args", str(args_fd), "--", *argv]
             exec_env: dict[str, str] = {}  # bwrap itself needs nothing; the command's env is in args_fd

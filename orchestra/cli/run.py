@@ -120,7 +120,8 @@ class LiveTable:
     def update(self, step: str, state: str, info: dict) -> None:
         base = step.split("[", 1)[0]
         row = self.rows.setdefault(base, {})
-        row.update({k: v for k, v in info.items() if k in ("agent", "model", "cost_usd", "attempt")})
+        row.update({k: v for k, v in info.items()
+                    if k in ("agent", "model", "image", "exit_code", "cost_usd", "attempt", "duration_s")})
         if state != "RUNNING" or row.get("state") in (None, "PENDING", "RUNNING"):
             row["state"] = state
         self.live.update(self._render())
@@ -129,15 +130,31 @@ class LiveTable:
         from rich.table import Table
 
         table = Table(title="steps", expand=False)
-        for col in ("step", "kind", "state", "agent", "model", "cost $"):
+        for col in ("step", "kind", "state", "agent · model / image", "exit", "s", "cost $"):
             table.add_column(col)
         for sid, row in self.rows.items():
             st = row.get("state", "PENDING")
             color = self.COLORS.get(st, "white")
-            cost = row.get("cost_usd")
-            table.add_row(sid, row.get("kind") or "", f"[{color}]{st}[/{color}]", row.get("agent") or "",
-                          row.get("model") or "", f"{cost:.6f}" if cost is not None else "")
+            cost, seconds = row.get("cost_usd"), row.get("duration_s")
+            table.add_row(sid, row.get("kind") or "", f"[{color}]{st}[/{color}]", escape(_who(row, " · ")),
+                          _exit(row.get("exit_code")), f"{seconds:.2f}" if seconds is not None else "",
+                          f"{cost:.6f}" if cost is not None else "")
         return table
+
+
+def _who(step: dict, sep: str) -> str:
+    """What ran a step: the agent and model, a container's image, a command ("sandboxed" or not)."""
+    if step.get("kind") == "container":
+        return step.get("image") or ""
+    if step.get("kind") == "command":
+        return "" if "sandboxed" not in step else ("sandboxed" if step["sandboxed"] else "not sandboxed")
+    return sep.join(x for x in (step.get("agent"), step.get("model")) if x)
+
+
+def _exit(code) -> str:
+    if code is None:
+        return ""
+    return ",".join(str(c) for c in code) if isinstance(code, list) else str(code)
 
 
 def print_report(report: dict) -> None:
@@ -150,16 +167,24 @@ def print_report(report: dict) -> None:
     table.add_column("step", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("agent / model", overflow="fold", min_width=22)
-    for col in ("tries", "tokens", "cost $", "s"):
+    exits = any(s.get("kind") in ("container", "command") for s in report["steps"].values())
+    for col in ("tries", "tokens", *(("exit",) if exits else ()), "cost $", "s"):
         table.add_column(col, justify="right", no_wrap=True)
     for sid, s in report["steps"].items():
         st = s["state"] if not s.get("cached") else "CACHED"
         scolor = {"COMPLETED": "green", "CACHED": "cyan", "FAILED": "red"}.get(st, "dim")
-        who = escape(s.get("agent") or "") + (f"\n[dim]{escape(s['model'])}[/dim]" if s.get("model") else "")
-        if s.get("kind") not in (None, "agent") and not who:
-            who = f"[dim]{s['kind']}[/dim]"
-        table.add_row(sid, f"[{scolor}]{st}[/{scolor}]", who, str(s["attempts"]),
-                      f"{s['input_tokens']}/{s['output_tokens']}", f"{s['cost_usd']:.6f}", f"{s['duration_s']:.2f}")
+        process = s.get("kind") in ("container", "command")
+        if process:  # what ran it: the kind, then the image (or whether it was sandboxed)
+            detail = _who(s, "")
+            who = f"{s['kind']}" + (f"\n[dim]{escape(detail)}[/dim]" if detail else "")
+        else:
+            who = escape(s.get("agent") or "") + (f"\n[dim]{escape(s['model'])}[/dim]" if s.get("model") else "")
+            if s.get("kind") not in (None, "agent") and not who:
+                who = f"[dim]{s['kind']}[/dim]"
+        tokens = "" if process else f"{s['input_tokens']}/{s['output_tokens']}"
+        exit_cell = (_exit(s.get("exit_code")),) if exits else ()
+        table.add_row(sid, f"[{scolor}]{st}[/{scolor}]", who, str(s["attempts"]), tokens, *exit_cell,
+                      f"{s['cost_usd']:.6f}", f"{s['duration_s']:.2f}")
     out.print(table)
     for sid, s in report["steps"].items():
         if s.get("error"):
@@ -177,9 +202,11 @@ def print_report(report: dict) -> None:
 
 
 def validate(file: Path = typer.Argument(..., help="Workflow file")) -> None:
-    """Check a workflow; print every error with its location."""
+    """Check a workflow; print every error with its location (exit 2), and warnings (exit 0)."""
     wf = load(file)
     out.print(f"{file}: ok — workflow '{wf.name}', {len(wf.steps)} steps ({wf.type})")
+    for warning in wf.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(f'{file}: {warning}')}", highlight=False)
 
 
 def graph(file: Path = typer.Argument(..., help="Workflow file")) -> None:

@@ -213,7 +213,7 @@ def test_validate_workflow_returns_located_errors(mcp_client, tmp_path):
 
     good = mcp_client.ok("validate_workflow", workflow="code-review")
     assert good == {"ok": True, "workflow": "code-review", "source": str(ROOT / "deployments/workflows/code-review.yaml"),
-                    "type": "graph", "steps": ["security", "correctness", "style", "summary"], "errors": []}
+                    "type": "graph", "steps": ["security", "correctness", "style", "summary"], "errors": [], "warnings": []}
 
     # run_workflow refuses the broken file with the same located errors, and writes nothing
     before = len(mcp_client.ok("list_runs", limit=1000)["runs"])

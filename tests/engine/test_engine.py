@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
@@ -382,14 +383,29 @@ def test_agent_call_and_run_finished_events(orchestra_env, openai_fake):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in WORKFLOWS.glob("*.yaml")))
-def test_the_ui_draws_exactly_the_depends_on_edges(orchestra_env, name):
+def test_the_ui_draws_exactly_the_depends_on_edges(orchestra_env, name, monkeypatch):
     """Prefect links a task run to every upstream *result* object passed in its parameters
     (one level deep); a shared model or agent string used to draw false edges. Read the
-    task runs' task_inputs back from the Prefect API and compare with the workflow's DAG."""
+    task runs' task_inputs back from the Prefect API and compare with the workflow's DAG.
+    A workflow with container steps runs against the Dagger engine double (its command
+    steps find the venv's tools, ruff, on PATH)."""
+    import contextlib
+    import shutil
+    import sys
+
     from flows.spec import load_workflow
+    from tests.fakes.dagger_engine import DaggerEngineFake
 
     wf = load_workflow(WORKFLOWS / f"{name}.yaml")
-    report, state = run(name, {"topics": ["x", "y"]} if "topics" in wf.inputs else {})
+    with contextlib.ExitStack() as stack:
+        if any(s.kind in ("container", "command") for s in wf.steps):
+            if shutil.which("bwrap") is None:
+                pytest.skip("container and command steps run under bubblewrap (bwrap), which is not installed")
+            engine = stack.enter_context(DaggerEngineFake())
+            for var, value in engine.env.items():
+                monkeypatch.setenv(var, value)
+            monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        report, state = run(name, {"topics": ["x", "y"]} if "topics" in wf.inputs else {})
     assert report["state"] == "COMPLETED", report
     expected = sum(len(report["steps"][s.id]["output"]) if s.for_each else 1
                    for s in wf.steps if report["steps"][s.id]["state"] == "COMPLETED")

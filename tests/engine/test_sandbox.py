@@ -482,3 +482,35 @@ def test_output_is_decoded_as_utf8_with_replacement(repo, sandbox):
     # a cut in the middle of a character leaves no replacement character
     cut = run(script=r"printf '\303\251\303\251\303\251'", repo=repo, sandbox=sandbox, max_output_bytes=3)
     assert (cut.stdout, cut.truncated) == ("é", True)
+
+
+def test_hidden_folders_get_an_empty_tmpfs_before_the_repository(tmp_path):
+    outer = Path(tempfile.mkdtemp(dir="/var/tmp"))  # outside /tmp, which is private anyway
+    try:
+        repo, home = outer / "repo", tmp_path / "home"
+        repo.mkdir()
+        argv = sb.sandbox_argv(["true"], repo=repo, home=home, env={},
+                               hide=[str(outer), str(outer / "repo"), "/", "/tmp/x", str(outer / "missing")])
+        hidden = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
+        assert hidden[-1] == str(outer) and "/" not in hidden and "/tmp/x" not in hidden
+        assert hidden.count(str(outer)) == 1 and str(outer / "repo") not in hidden  # the outermost only
+        # the repository is bound after the tmpfs over the folder that holds it
+        assert argv.index(str(outer)) < argv.index("--ro-bind", argv.index(str(outer))) < argv.index(str(repo))
+    finally:
+        shutil.rmtree(outer)
+
+
+@needs_bwrap
+def test_hidden_folders_are_empty_in_the_sandbox_and_a_repository_inside_stays_visible():
+    outer = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        (outer / "keys.txt").write_text("secret material")
+        repo = outer / "repo"
+        repo.mkdir()
+        (repo / "code.py").write_text("x = 1\n")
+        result = asyncio.run(sb.run_command(["sh", "-c", f"ls -A {outer}; cat code.py"], repo=repo,
+                                            hide=[str(outer)]))
+        assert result.ok, result.stderr
+        assert result.stdout == "repo\nx = 1\n"  # keys.txt is hidden, the repository is there
+    finally:
+        shutil.rmtree(outer)

@@ -220,8 +220,8 @@ def test_a_step_has_exactly_one_kind():
         parse_workflow({"name": "w", "steps": [{"id": "a", "prompt": "x", "approval": {"message": "ok?"}},
                                                {"id": "b"}]})
     assert e.value.problems == [
-        "step 'a': a step has exactly one of `prompt` or `approval` (this one has `prompt`, `approval`)",
-        "step 'b': a step has exactly one of `prompt` or `approval` (this one has none)"]
+        "step 'a': a step has exactly one of `prompt`, `approval`, `container` or `command` (this one has `prompt`, `approval`)",
+        "step 'b': a step has exactly one of `prompt`, `approval`, `container` or `command` (this one has none)"]
     wf = parse_workflow({"name": "w", "steps": [{"id": "a", "prompt": "x"}, {"id": "b", "approval": {}}]})
     assert [s.kind for s in wf.steps] == ["agent", "approval"]
 

@@ -1,7 +1,7 @@
 """runs.pid, runs.host, runs.heartbeat: which process runs a run, and when it last said so
 (the reaper marks a run whose process died CRASHED)
 
-Revision ID: 0009
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01 00:00:00+00:00
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
+revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
