@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     budget_max_tokens: int = Field(default=4096, ge=1, description="Output cap of a call while a budget applies")
     approval_poll: float = Field(default=5.0, ge=0.1, description="Seconds between checks of a paused approval")
 
+    # tool use
+    mcp_start_timeout: float = Field(default=30.0, gt=0,
+                                     description="Seconds an MCP server an agent uses may take to start")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")
