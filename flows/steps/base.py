@@ -75,6 +75,7 @@ class Prepared:
     timeout: float | None = None  # of one attempt (Prefect's task timeout)
     done: bool = False  # finished in the flow (no task run): ``output`` is the step's output
     output: Any = None
+    tools: bool = False  # it may call tools: its report lists its ``tool_calls``
 
 
 @dataclass
