@@ -52,7 +52,7 @@ from core.redact import mask_secrets
 
 from . import pricing
 from .base import AgentCallError, AgentConfig, AgentResult
-from .mcp import MCPServerSpec, resolve_command
+from .mcp import MCPServerError, MCPServerSpec, resolve_command
 from .tools import ToolResult, ToolUse, ToolUseError, arguments_problem, content_text
 
 PROVIDER = "fast-agent"
@@ -134,6 +134,8 @@ async def call(
         ) from None
     except (AgentCallError, ToolUseError) as e:
         e.rounds = _rounds(agent, model, getattr(e, "turns", []))
+        if isinstance(e, ToolUseError) and getattr(e, "server", None) and tools.scope is not None:
+            raise await _diagnose(e, tools) from None
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     rounds = _rounds(agent, model, turns) if len(turns) > 1 else []
@@ -148,6 +150,16 @@ async def call(
         result.priced = all(r.priced for r in rounds)
         result.rounds = rounds
     return result
+
+
+async def _diagnose(error: ToolUseError, tools: ToolUse) -> ToolUseError:
+    """fast-agent says little about a server that did not start (and keeps its stderr to
+    itself): start it once through the run's own sessions, which say why."""
+    try:
+        await tools.scope.connect(error.server)
+    except MCPServerError as found:
+        return ToolUseError(f"{tools.where}: {found.message}", transient=found.transient)
+    return error  # it started this time: fast-agent's word stands
 
 
 def _rounds(agent: AgentConfig, model: str, turns: list[tuple]) -> list[AgentResult]:
@@ -299,8 +311,18 @@ async def _generate(
         context = await _runtime.context()
         servers = ({n: mcp_server_config(n, s) for n, s in scope.use.servers.items()}
                    if scope is not None else None)
-        fa_agent = await _runtime.agent(agent.name, instruction, tuple(agent.servers), servers,
-                                        id(scope.use.scope) if scope is not None and scope.use.scope else None)
+        try:
+            fa_agent = await _runtime.agent(agent.name, instruction, tuple(agent.servers), servers,
+                                            id(scope.use.scope) if scope is not None and scope.use.scope else None)
+        except Exception as e:
+            if scope is not None and _is_start_failure(e):  # no request was made: not a failed call
+                failed = ToolUseError(f"{scope.use.where}: {_as_call_error(e, model).message.split(': ', 1)[1]}")
+                named = re.search(r"'([^']+)'", getattr(e, "message", "") or "")
+                failed.server = named.group(1) if named else None
+                raise failed from None
+            raise
+        if scope is not None:
+            _check_allow_list(fa_agent, scope.use)
         factory, provider = _factory(model_name)
         params: dict[str, Any] = {"use_history": False}
         if agent.max_tokens is not None:
@@ -317,8 +339,12 @@ async def _generate(
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except BaseException as e:  # SystemExit included: fast-agent must never end the process
-        error: Exception = (ToolUseError(getattr(e, "message", None) or str(e)) if isinstance(e, _ToolLimit)
-                            else _as_call_error(e, model))
+        if isinstance(e, ToolUseError):
+            error: Exception = e
+        elif isinstance(e, _ToolLimit):
+            error = ToolUseError(getattr(e, "message", None) or str(e))
+        else:
+            error = _as_call_error(e, model)
         error.turns = _turns(llm, started, scope) if llm is not None else []
         raise error from None
 
@@ -330,6 +356,25 @@ def _factory(model_name: str) -> tuple[Any, str]:
 
     provider = ModelFactory.parse_model_string(model_name).provider.value
     return ModelFactory.create_factory(model_name), provider
+
+
+def _is_start_failure(e: BaseException) -> bool:
+    from mcp_agent.core.exceptions import ServerInitializationError
+
+    return isinstance(e, ServerInitializationError)
+
+
+def _check_allow_list(fa_agent: Any, use: ToolUse) -> None:
+    """ToolUseError when the allow-list names a tool its server lacks (as ``Toolbox.open`` says)."""
+    if use.allow is None:
+        return
+    have: dict[str, list[str]] = {}
+    for found in fa_agent._namespaced_tool_map.values():
+        have.setdefault(found.server_name, []).append(found.tool.name)
+    missing = [f"server '{server}' has no tool '{tool}' (it has: {', '.join(sorted(have.get(server, []))) or 'none'})"
+               for server, tool in sorted(use.allow) if tool not in have.get(server, [])]
+    if missing:
+        raise ToolUseError(f"{use.where}: tools: " + "; ".join(missing))
 
 
 def _turns(llm: Any, started: float, scope: _CallScope | None) -> list[tuple]:

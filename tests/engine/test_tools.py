@@ -339,3 +339,18 @@ def test_a_published_mcp_server_in_a_run(orchestra_env, openai_fake):
     (row,) = queries.tool_calls(orchestra_env, report["flow_run_id"])
     assert (row["server"], row["tool"], row["outcome"]) == ("time", "convert_time", "ok")
     assert "time_difference" in report["steps"]["ask"]["output"]
+
+
+def test_fast_agent_bad_input_fails_the_step_before_any_request(orchestra_env, openai_fake, mcp_stdio, tmp_path):
+    model = "fast-agent:openai.gpt-4.1-mini"
+    report, state = run(workflow("x", {"fake": stdio(mcp_stdio)}, model=model, tools=["fake.add", "fake.subtract"]))
+    assert report["steps"]["ask"]["error"] == (
+        "step 'ask': agent 'a': tools: server 'fake' has no tool 'subtract' (it has: add, echo, fail, lookup, "
+        "secret_echo, sleep)")
+    crash = MCPFake("stdio", crash_on_start=True, log=tmp_path / "crash.jsonl")
+    report, state = run(workflow("x", {"fake": stdio(crash)}, model=model))
+    error = report["steps"]["ask"]["error"]
+    assert error.startswith("step 'ask': agent 'a': MCP server 'fake' (stdio: "), error
+    assert error.endswith(f"did not start: connection closed; its stderr ends with: {CRASH_MESSAGE}"), error
+    assert openai_fake.request_count == 0
+    assert queries.run(orchestra_env, report["flow_run_id"])["calls"] == []  # no request, no row
