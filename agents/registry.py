@@ -140,6 +140,8 @@ def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite:
     if not folder.is_dir():
         raise AgentFileError("folder", f"{folder} is not a folder")
     name = agent.name
+    if name == SERVERS_FILE.stem:
+        raise AgentFileError("name", f"'{name}' is taken: {SERVERS_FILE.name} holds the shared MCP servers")
     existing = agent_file(name, folder)
     if existing is not None and not overwrite:
         raise AgentFileError("name", f"an agent named {name!r} already exists ({existing.name}); edit it instead")

@@ -2,8 +2,9 @@
 
 Owns: the workflow definition (``flows.spec``: models, loading, ``/run-graph``,
 validation), sandboxed templates, the step kinds (``flows.steps``: agent, approval),
-the engine (``flows.engine``: one task run per step attempt) and the self-healing
-around each call (resilience, budgets, provider limits).
+the engine (``flows.engine``: one task run per step attempt), the self-healing
+around each call (resilience, budgets, provider limits) and a run's MCP servers
+(``flows.tools``: the map, its secrets, the sessions a run holds).
 
 Never: imports SQL or the app layer (``orchestra``, ``ledger``, ``dashboard``): the
 engine is handed a ledger that satisfies ``flows.ports.Ledger``. Importing

@@ -302,13 +302,14 @@ async def _cost_artifact(wf: Workflow, report: dict) -> None:
     rows = [
         {"step": sid, "kind": s["kind"], "state": s["state"], "agent": s["agent"] or "", "model": s["model"] or "",
          "attempts": s["attempts"], "cached": s["cached"], "input_tokens": s["input_tokens"],
-         "output_tokens": s["output_tokens"], "cost_usd": s["cost_usd"], "duration_s": s["duration_s"]}
+         "output_tokens": s["output_tokens"], "cost_usd": s["cost_usd"], "duration_s": s["duration_s"],
+         "tool_calls": len(s.get("tool_calls") or ())}
         for sid, s in report["steps"].items()
     ]
     rows.append({"step": "TOTAL", "kind": "", "state": report["state"], "agent": "", "model": "", "attempts":
                  sum(r["attempts"] for r in rows), "cached": False, "input_tokens": report["input_tokens"],
                  "output_tokens": report["output_tokens"], "cost_usd": report["cost_usd"],
-                 "duration_s": report["duration_s"]})
+                 "duration_s": report["duration_s"], "tool_calls": sum(r["tool_calls"] for r in rows)})
     await acreate_table_artifact(
         table=rows,
         key=f"{wf.name}-cost",

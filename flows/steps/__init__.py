@@ -1,7 +1,7 @@
 """The kinds of step: one module per kind, each implementing ``flows.steps.base.StepKind``.
 
-Owns: what a kind of step does (agent: a provider call with fallbacks, routing and
-schema repair; approval: a pause of the flow run). A step's kind is the field it
+Owns: what a kind of step does (agent: a provider call, or a tool loop on MCP servers,
+with fallbacks, routing and schema repair; approval: a pause of the flow run). A step's kind is the field it
 sets (``prompt``, ``approval``); the engine asks :func:`kind` for it.
 
 Never: imports the engine or ``flows.spec`` at run time (the spec's validator calls

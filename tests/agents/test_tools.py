@@ -343,3 +343,23 @@ def test_the_loop_with_the_published_mcp_server_time(openai_fake):
     assert converted["time_difference"] == "+9.0h" and converted["target"]["datetime"].endswith("T21:00:00+09:00")
     assert "Not/A_Zone" in results[1].text
     assert offered(openai_fake.requests[0]) == ["time__get_current_time", "time__convert_time"]
+
+
+def test_the_shared_map_is_no_agent_and_its_name_is_taken(tmp_path):
+    from agents.mcp import SERVERS_FILE, load_servers
+    from agents.registry import AgentFileError, agent_files, load_registry, save_agent
+
+    assert SERVERS_FILE.is_file() and load_servers() == {}  # shipped empty, with examples in comments
+    assert "mcp_servers" not in load_registry() and SERVERS_FILE not in agent_files()
+    (tmp_path / "mcp_servers.yaml").write_text("fetch: {command: uvx, args: [mcp-server-fetch]}\n")
+    (tmp_path / "helper.yaml").write_text("instruction: hi\nservers: [fetch]\ntools: [fetch.fetch]\n")
+    assert list(load_registry(tmp_path)) == ["helper"]
+    assert load_servers(tmp_path / "mcp_servers.yaml")["fetch"].args == ["mcp-server-fetch"]
+    with pytest.raises(AgentFileError, match="'mcp_servers' is taken: mcp_servers.yaml holds the shared MCP servers"):
+        save_agent(AgentConfig(name="mcp_servers", instruction="x"), tmp_path, overwrite=True)
+    assert "fetch" in (tmp_path / "mcp_servers.yaml").read_text()  # untouched
+    (tmp_path / "mcp_servers.yaml").write_text("fetch: {command: uvx, url: 'http://x/mcp'}\nbad name: {command: x}\n")
+    with pytest.raises(ValueError) as e:
+        load_servers(tmp_path / "mcp_servers.yaml")
+    assert str(e.value) == (f"{tmp_path / 'mcp_servers.yaml'}: server 'fetch': has both a command and a url: give "
+                            "one; server 'bad name': a name is 1-40 letters, digits, '_' or '-'")
