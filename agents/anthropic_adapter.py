@@ -4,6 +4,12 @@
 per (running loop, base URL, key) on the SDK's aiohttp transport, ``max_retries=0``
 (see openai_adapter for the CPU numbers behind the transport choice).
 
+With tools (``agents.tools.converse``): called with a ``Conversation``, the request sends
+its messages and tools and the result carries the reply's ``tool_use`` blocks and the
+assistant message to send back; :data:`TOOL_FORMAT` offers tools with their
+``input_schema`` and answers the calls of one reply with one user message of
+``tool_result`` blocks (``is_error`` for a failed call).
+
 The Messages API of this SDK (anthropic 1.17) has no sampling parameters, so an
 agent's ``temperature`` does not apply here. ``json_mode`` adds an instruction to
 the system prompt.
@@ -19,6 +25,7 @@ from . import pricing
 from ._sdk import cached_client, client_key, map_error, missing_key
 from .base import AgentConfig, AgentResult
 from .providers import PROVIDERS
+from .tools import Conversation, Tool, ToolCall, ToolResult
 
 SPEC = PROVIDERS["anthropic"]
 PROVIDER = SPEC.name
@@ -41,6 +48,24 @@ def _make_client(model: str, api_key: str | None = None, base_url: str | None = 
     return client
 
 
+class _ToolFormat:
+    """Tools with their ``input_schema``; one user message of ``tool_result`` blocks answers a reply's calls."""
+
+    @staticmethod
+    def tools(tools: list[Tool]) -> list[dict]:
+        return [{"name": t.wire, "description": t.description, "input_schema": t.schema} for t in tools]
+
+    @staticmethod
+    def results(calls: list[ToolCall], results: list[ToolResult]) -> list[dict]:
+        return [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": c.id, "is_error": not r.ok,
+             "content": [{"type": "text", "text": r.text or "(no output)"}]}
+            for c, r in zip(calls, results)]}]
+
+
+TOOL_FORMAT = _ToolFormat()
+
+
 async def call(
     agent: AgentConfig,
     prompt: str,
@@ -51,16 +76,21 @@ async def call(
     json_mode: bool = False,
     api_key: str | None = None,
     base_url: str | None = None,
+    conversation: Conversation | None = None,
 ) -> AgentResult:
-    """One Messages request of ``prompt`` to ``name`` (``model`` is "anthropic:<name>")."""
+    """One Messages request of ``prompt`` (or of ``conversation``) to ``name`` (``model`` is
+    "anthropic:<name>")."""
     key = client_key(SPEC, api_key, base_url)
     client = await cached_client(key, lambda: _make_client(model, api_key, base_url))
 
     kwargs: dict = {
         "model": name,
         "max_tokens": agent.max_tokens or DEFAULT_MAX_TOKENS,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": (list(conversation.messages) if conversation is not None
+                     else [{"role": "user", "content": prompt}]),
     }
+    if conversation is not None and conversation.tools:
+        kwargs["tools"] = conversation.tools
     system = "\n\n".join(s for s in (agent.instruction, JSON_INSTRUCTION if json_mode else None) if s)
     if system:
         kwargs["system"] = system
@@ -81,8 +111,14 @@ async def call(
     cache_write = usage.cache_creation_input_tokens or 0
     # Anthropic's input_tokens leaves out the cached part; AgentResult counts the whole prompt.
     input_tokens = usage.input_tokens + cache_read + cache_write
-    return pricing.priced_result(
+    result = pricing.priced_result(
         output=output, provider=PROVIDER, model=model, price_model=name, agent=agent.name,
         input_tokens=input_tokens, output_tokens=usage.output_tokens, cached_tokens=cache_read,
         cache_write_tokens=cache_write, latency_ms=latency_ms,
     )
+    if conversation is not None:
+        result.tool_calls = [ToolCall(id=b.id, name=b.name, arguments=b.input)
+                             for b in message.content if b.type == "tool_use"]
+        result.message = {"role": "assistant",
+                          "content": [b.model_dump(exclude_none=True) for b in message.content]}
+    return result

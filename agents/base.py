@@ -5,8 +5,9 @@ Nothing here imports an LLM SDK, Prefect, Streamlit or SQL code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,12 +17,12 @@ from core.settings import DEFAULT_MODEL, settings
 from .providers import PROVIDERS
 
 
-class AgentConfig(BaseModel):
-    """One agent: a file in ``agents/*.yaml`` or an inline definition of a workflow."""
+class AgentFields(BaseModel):
+    """What defines an agent, but its name: the fields of a file in ``agents/*.yaml`` and of
+    an inline agent of a workflow (``flows.spec.models.AgentSpec``): one definition for both."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
     model: str | None = None  # "provider:model"; None -> default_model()
     instruction: str | None = None
     description: str | None = None
@@ -29,7 +30,10 @@ class AgentConfig(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     capabilities: list[str] = []
     fallback: list[str] = []
-    servers: list[str] = []  # MCP server names (not runnable yet: workflow validation refuses them)
+    servers: list[str] = []  # MCP servers (by name in the run's map) whose tools the agent may call
+    tools: list[str] | None = None  # allow-list "server.tool"; None: every tool of its servers
+    max_tool_calls: int = Field(default=8, ge=1)  # per step attempt
+    tool_timeout: float = Field(default=60.0, gt=0)  # seconds per tool call
     credentials: str | None = None  # name of a Prefect ProviderCredentials block
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
@@ -45,6 +49,37 @@ class AgentConfig(BaseModel):
     def _check_fallback(cls, value: list[str]) -> list[str]:
         """Fallbacks are agent names, tried in order (see flows.resilience)."""
         return check_fallback_names(value)
+
+    @field_validator("servers")
+    @classmethod
+    def _check_servers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a server more than once")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _check_tools(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            server, dot, tool = entry.partition(".") if isinstance(entry, str) else ("", "", "")
+            if not dot or not server or not tool:
+                raise ValueError(f"{entry!r} is not server.tool (e.g. time.get_current_time)")
+        return value
+
+    @model_validator(mode="after")
+    def _tools_need_servers(self) -> "AgentFields":
+        for entry in self.tools or []:
+            server = entry.partition(".")[0]
+            if server not in self.servers:
+                raise ValueError(f"tools: {entry!r} names server '{server}', which is not in the agent's servers "
+                                 f"({', '.join(self.servers) or 'none'})")
+        return self
+
+
+class AgentConfig(AgentFields):
+    """One agent: a file in ``agents/*.yaml`` or an inline definition of a workflow."""
+
+    name: str = Field(min_length=1)
 
     @model_validator(mode="after")
     def _no_self_fallback(self) -> "AgentConfig":
@@ -67,6 +102,13 @@ class AgentResult:
     priced: bool = False
     latency_ms: float = 0.0
     agent: str | None = None
+    # with tools: the calls this reply asks for (agents.tools.ToolCall) and the assistant
+    # message to send back, in the provider's format
+    tool_calls: list[Any] = field(default_factory=list)
+    message: dict[str, Any] | None = None
+    # a call that was several provider requests (fast-agent running its own tool loop):
+    # each request's own result, which the ledger keeps as one row each
+    rounds: list["AgentResult"] = field(default_factory=list)
 
 
 class AgentCallError(Exception):
@@ -90,6 +132,7 @@ class AgentCallError(Exception):
         self.model = model
         self.transient = transient
         self.status_code = status_code
+        self.rounds: list[AgentResult] = []  # requests that succeeded before this failure (fast-agent)
         super().__init__(self.message)
 
     def __reduce__(self):  # keyword-only __init__: keep the error picklable (Prefect results)

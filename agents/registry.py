@@ -1,4 +1,5 @@
-"""The file registry: one agent per YAML file, ``agents/*.yaml`` by default.
+"""The file registry: one agent per YAML file, ``agents/*.yaml`` by default
+(``agents/mcp_servers.yaml``, the shared map of MCP servers, is not an agent).
 
 The agent's name is its ``name:`` field, else the file stem. A broken file is a
 ValueError naming the file and the field.
@@ -13,9 +14,15 @@ import yaml
 from pydantic import ValidationError
 
 from .base import AgentConfig
+from .mcp import SERVERS_FILE
 
 AGENTS_DIR = Path(__file__).resolve().parent
 _SUFFIXES = (".yaml", ".yml")
+
+
+def _is_agent_file(path: Path) -> bool:
+    """A YAML file of a folder of agents; ``mcp_servers.yaml`` (the shared MCP map) is not one."""
+    return path.suffix in _SUFFIXES and path.is_file() and path.stem != SERVERS_FILE.stem
 
 PathLike = str | Path
 
@@ -28,7 +35,7 @@ def _files(paths: PathLike | Iterable[PathLike] | None) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+            files += sorted(p for p in path.iterdir() if _is_agent_file(p))
         elif path.is_file():
             files.append(path)
         else:
@@ -100,7 +107,7 @@ def agent_files(folder: PathLike | None = None) -> list[Path]:
     folder = Path(folder) if folder else AGENTS_DIR
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+    return sorted(p for p in folder.iterdir() if _is_agent_file(p))
 
 
 def agent_file(name: str, folder: PathLike | None = None) -> Path | None:
@@ -133,6 +140,8 @@ def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite:
     if not folder.is_dir():
         raise AgentFileError("folder", f"{folder} is not a folder")
     name = agent.name
+    if name == SERVERS_FILE.stem:
+        raise AgentFileError("name", f"'{name}' is taken: {SERVERS_FILE.name} holds the shared MCP servers")
     existing = agent_file(name, folder)
     if existing is not None and not overwrite:
         raise AgentFileError("name", f"an agent named {name!r} already exists ({existing.name}); edit it instead")

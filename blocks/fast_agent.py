@@ -1,11 +1,15 @@
-"""`FastAgentSettings`: what fast-agent needs to run an Orchestra agent."""
+"""`FastAgentSettings`: what fast-agent needs to run an Orchestra agent.
+
+Its `mcp_servers` join every run's map of MCP servers (after the workflow's own and
+`agents/mcp_servers.yaml`), for every provider, when the `fast_agent_block` setting
+names the block; the engine reads it when a run starts.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
@@ -13,22 +17,25 @@ from pydantic import (
     SerializationInfo,
     SerializerFunctionWrapHandler,
     model_serializer,
-    model_validator,
 )
 
 from prefect.blocks.core import Block, schema_extra
 
+from agents.fastagent_adapter import mcp_server_config
+from agents.mcp import MCPServerSpec
 from blocks._meta import BLOCK_CONFIG, prefect_logo
 
 
-class MCPServer(BaseModel):
-    """One MCP server fast-agent may start (stdio) or connect to (sse, http)."""
+class MCPServer(MCPServerSpec):
+    """One MCP server (the format of ``agents.mcp.MCPServerSpec``) with its `env` and
+    `headers` values kept secret."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    transport: Literal["stdio", "sse", "http"] = Field(
-        default="stdio",
-        description="How fast-agent talks to the server: `stdio` starts `command`, `sse` and `http` connect to `url`.",
+    transport: Literal["stdio", "sse", "http"] | None = Field(
+        default=None,
+        description="How to talk to the server: `stdio` starts `command`, `http` (streamable HTTP) and `sse` "
+                    "connect to `url`. Default: stdio with a command, http with a url.",
     )
     command: str | None = Field(
         default=None,
@@ -42,22 +49,18 @@ class MCPServer(BaseModel):
         default_factory=dict,
         description="Environment variables for the server process; every value is kept secret.",
     )
+    cwd: str | None = Field(
+        default=None,
+        description="Working directory of a stdio server.",
+    )
     url: str | None = Field(
         default=None,
-        description="Endpoint of an `sse` or `http` server.",
+        description="Endpoint of an `http` or `sse` server.",
     )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="HTTP headers for an `sse` or `http` server (e.g. Authorization); every value is kept secret.",
+        description="HTTP headers for an `http` or `sse` server (e.g. Authorization); every value is kept secret.",
     )
-
-    @model_validator(mode="after")
-    def _endpoint_matches_transport(self) -> "MCPServer":
-        if self.transport == "stdio" and not self.command:
-            raise ValueError("an MCP server with transport 'stdio' needs a command")
-        if self.transport != "stdio" and not self.url:
-            raise ValueError(f"an MCP server with transport {self.transport!r} needs a url")
-        return self
 
     def revealed(self, mode: str = "python") -> dict[str, Any]:
         """This server as plain data with `env` and `headers` values revealed."""
@@ -165,19 +168,7 @@ class FastAgentSettings(Block):
         """These settings as the mapping fast-agent's `Settings` model reads
         (the shape of `fastagent.config.yaml` merged with its secrets file).
         Secret values are revealed: hand the result to fast-agent, never log it."""
-        servers: dict[str, dict[str, Any]] = {}
-        for name, server in self.mcp_servers.items():
-            entry: dict[str, Any] = {"name": name, "transport": server.transport}
-            if server.command:
-                entry["command"] = server.command
-                entry["args"] = list(server.args)
-            if server.url:
-                entry["url"] = server.url
-            if server.env:
-                entry["env"] = {k: v.get_secret_value() for k, v in server.env.items()}
-            if server.headers:
-                entry["headers"] = {k: v.get_secret_value() for k, v in server.headers.items()}
-            servers[name] = entry
+        servers = {name: mcp_server_config(name, server) for name, server in self.mcp_servers.items()}
         return {
             "default_model": self.default_model,
             "mcp": {"servers": servers},

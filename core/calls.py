@@ -1,9 +1,11 @@
-"""One row of the ledger's ``calls`` table: one attempt at a provider (or a cache hit).
+"""One row of the ledger's ``calls`` table: one attempt at a provider (or a cache hit);
+and one row of its ``tool_calls`` table: one tool call an agent asked for.
 
 The engine builds every row with the constructors below and hands it to the ledger
 it was given; the ledger only maps it to columns. Nothing else builds a row.
 
 ``purpose`` says why the call was made: ``call`` (the step's own request),
+``tool`` (a later round trip of a tool loop: it brings the model its tool results),
 ``repair`` (the one follow-up that asks for output matching ``output_schema``) or
 ``route`` (a ``strategy: llm`` router call, recorded under step ``<id>:route``).
 ``kind`` says what ran: ``agent`` (a provider call), ``container`` (a command in a
@@ -11,7 +13,8 @@ Dagger container: ``image``, ``exit_code``) or ``command`` (a process on the wor
 ``exit_code``); a container or command attempt costs 0 (it is priced: nothing is
 unknown about it) and its ``latency_ms`` is its duration.
 :attr:`CallRecord.counts_as_attempt` is the one rule for a step's ``attempts``:
-its own provider requests, not cache hits, repairs or router calls.
+its own first requests, not cache hits, tool rounds, repairs or router calls; so a
+step's attempts are the times it was tried, whatever tools it used.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["CallRecord", "CALL_STATUSES", "PURPOSES", "CALL_KINDS", "PROCESS_PROVIDERS", "counts_as_attempt"]
+from core.redact import redact
+
+__all__ = ["CallRecord", "CALL_STATUSES", "PURPOSES", "CALL_KINDS", "PROCESS_PROVIDERS", "ToolCallRecord",
+           "TOOL_OUTCOMES", "counts_as_attempt"]
 
 CALL_STATUSES = ("ok", "error")
-PURPOSES = ("call", "repair", "route")
-Purpose = Literal["call", "repair", "route"]
+PURPOSES = ("call", "tool", "repair", "route")
+Purpose = Literal["call", "tool", "repair", "route"]
 CALL_KINDS = ("agent", "container", "command")
 # the ``provider`` (and ``model``, for a command) of a container or command attempt's row
 PROCESS_PROVIDERS = {"container": "dagger", "command": "worker"}
@@ -125,3 +131,60 @@ class CallRecord:
         if self.kind != "agent":
             payload.update(kind=self.kind, image=self.image, exit_code=self.exit_code)
         return payload
+
+
+# ok: the server answered; error: the tool (or its server) reported an error; timeout: no
+# answer within the agent's tool_timeout; invalid: never sent (arguments that fail the
+# tool's input schema, or a tool the agent was not offered); cancelled: the attempt ended
+# (its timeout, the run) while the call was in flight.
+TOOL_OUTCOMES = ("ok", "error", "timeout", "invalid", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One tool call an agent asked for in one step attempt, as the ledger keeps it.
+
+    ``arguments`` are the model's arguments as it sent them (the ledger redacts them
+    before it writes them); ``error`` is what the model was told when the call failed.
+    """
+
+    flow_run_id: str
+    step: str
+    attempt: int
+    server: str
+    tool: str
+    outcome: str
+    duration_s: float = 0.0
+    arguments: Any = None
+    error: str | None = None
+    agent: str | None = None
+    call_id: str | None = None  # the provider's id of the call (OpenAI call_..., Anthropic toolu_...)
+    created: datetime = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in TOOL_OUTCOMES:
+            raise ValueError(f"ToolCallRecord.outcome must be one of {TOOL_OUTCOMES}, got {self.outcome!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @classmethod
+    def from_result(cls, result: Any, *, flow_run_id: str, step: str, attempt: int,
+                    agent: str | None = None) -> ToolCallRecord:
+        """A tool call from an ``agents.tools.ToolResult`` (any object with its fields)."""
+        return cls(flow_run_id=flow_run_id, step=step, attempt=attempt, server=result.server, tool=result.tool,
+                   outcome=result.outcome, duration_s=result.duration_s, arguments=result.arguments,
+                   error=result.error, agent=agent, call_id=result.call_id)
+
+    def report_entry(self) -> dict[str, Any]:
+        """What ``orchestra run --json`` lists under the step's ``tool_calls``."""
+        return {"server": self.server, "tool": self.tool, "ok": self.ok, "duration_s": round(self.duration_s, 3),
+                "attempt": self.attempt}
+
+    def event_payload(self) -> dict[str, Any]:
+        """What the ``orchestra.tool.call`` Prefect event carries (no arguments: they may hold data
+        the ledger redacts)."""
+        return {"step": self.step, "attempt": self.attempt, "agent": self.agent, "server": self.server,
+                "tool": self.tool, "outcome": self.outcome, "ok": self.ok, "duration_s": self.duration_s,
+                "error": redact(self.error) if self.error else None}

@@ -6,6 +6,9 @@
   ``_TOKEN``, ``_SECRET`` or ``PASSWORD`` (``OPENAI_API_KEY``, ``GITHUB_TOKEN``,
   ``PGPASSWORD``...) when the value is at least 6 characters long -- read at call
   time, so secrets set after import are covered too;
+* every value handed to :func:`register_secret` in this process (what a ``secret('NAME')``
+  template of an MCP server resolved to: a Prefect Secret block's value is in no
+  environment variable);
 * well-known credential shapes: ``sk-...``/``sk-ant-...`` (OpenAI, Anthropic),
   ``Bearer <token>``, GitHub/Slack/AWS/Google key formats;
 * ``key=value`` / ``"key": "value"`` pairs whose key names a secret
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from typing import Any, Mapping
 
-__all__ = ["redact", "redact_url", "redact_value", "secret_env_values", "install_log_redaction", "MASK"]
+__all__ = ["redact", "redact_data", "redact_url", "register_secret", "mask_secrets", "secret_env_values",
+           "install_log_redaction", "MASK"]
 
 MASK = "***"
 MIN_SECRET_LEN = 6
@@ -60,8 +65,20 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` from now on, wherever :func:`redact` or :func:`mask_secrets` runs in
+    this process (values shorter than 6 characters are too common to mask)."""
+    if isinstance(value, str) and len(value) >= MIN_SECRET_LEN:
+        with _registered_lock:
+            _registered.add(value)
+
+
 def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of secret-named environment variables, longest first."""
+    """Values of secret-named environment variables (and registered secrets), longest first."""
     env = os.environ if environ is None else environ
     values = {
         value
@@ -70,7 +87,19 @@ def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
         and len(value) >= MIN_SECRET_LEN
         and name.upper().endswith(SECRET_NAME_SUFFIXES)
     }
+    values |= _registered
     return sorted(values, key=len, reverse=True)
+
+
+def mask_secrets(text: str) -> str:
+    """Only the exact secret values (secret-named variables, registered secrets) masked: for
+    text that must otherwise stay as it is, such as a tool's result on its way to a model."""
+    if not text or not isinstance(text, str):
+        return text
+    for value in secret_env_values():
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
 
 
 def redact_url(url: Any) -> Any:
@@ -104,18 +133,6 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     return text
 
 
-def redact_value(value: Any) -> Any:
-    """``value`` with every string inside it redacted (dicts, lists and tuples walked;
-    keys kept as strings). Other values are returned as they are."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {str(k): redact_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(v) for v in value]
-    return value
-
-
 _factory_installed = False
 
 
@@ -143,3 +160,18 @@ def install_log_redaction() -> None:
 
     logging.setLogRecordFactory(redacting)
     _factory_installed = True
+_SECRET_KEY = re.compile(r"(?i)(^|[_-])(api[_-]?key|x-api-key|token|access[_-]?token|secret|client[_-]?secret|"
+                         r"password|passwd|pwd|authorization|auth|credentials?)$")
+
+
+def redact_data(value: Any) -> Any:
+    """``value`` (JSON-like data, e.g. a tool call's arguments) with every string redacted and
+    the value of every key that names a secret (``token``, ``api_key``, ``password``...) masked."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): MASK if isinstance(v, str) and v and _SECRET_KEY.search(str(k)) else redact_data(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v) for v in value]
+    return value

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     dagger_connect_timeout: float = Field(default=30.0, gt=0, description="Seconds a container step waits for the "
                                                                           "Dagger connection to open")
 
+    # tool use
+    mcp_start_timeout: float = Field(default=30.0, gt=0,
+                                     description="Seconds an MCP server an agent uses may take to start")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")

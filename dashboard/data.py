@@ -197,12 +197,14 @@ def list_runs(store: Store, *, workflow: str | None = None, state: str | None = 
 
 
 def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
-    """``{"run", "inputs", "steps", "calls", "dead_letters"}`` of one run, or None.
+    """``{"run", "inputs", "steps", "calls", "tool_calls", "dead_letters"}`` of one run, or None.
 
     ``steps``: one row per step, ``ledger.queries.run_steps`` (attempts counted by the
     engine's rule: repairs, router calls and cache hits are not attempts), with its kind
     and, for container and command steps, the image and the last exit code.
-    ``calls``: every attempt. ``inputs``: ``[{"input", "value"}]`` (values as text).
+    ``calls``: every attempt. ``tool_calls``: every tool call its agents made
+    (``ledger.queries.tool_calls``; arguments as redacted JSON text).
+    ``inputs``: ``[{"input", "value"}]`` (values as text).
     """
     run = queries.run(store, flow_run_id)
     if run is None:
@@ -235,7 +237,15 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
         for d in letters
     ]
     steps = [{**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)]
-    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "dead_letters": dead}
+    tools = [
+        {"step": t["step"], "attempt": t["attempt"], "agent": t["agent"], "tool": f"{t['server']}.{t['tool']}",
+         "outcome": t["outcome"], "duration_s": t["duration_s"],
+         "arguments": redact(json.dumps(t["arguments"], ensure_ascii=False))[:300],
+         "error": _first_line(t["error"], 300), "created": _parse(t["created"])}
+        for t in queries.tool_calls(store, flow_run_id)
+    ]
+    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "tool_calls": tools,
+            "dead_letters": dead}
 
 
 # --------------------------------------------------------------------------- Prefect links

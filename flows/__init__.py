@@ -4,8 +4,9 @@ Owns: the workflow definition (``flows.spec``: models, loading, ``/run-graph``,
 validation), sandboxed templates, the step kinds (``flows.steps``: agent, approval,
 container on a Dagger engine, command in a bubblewrap sandbox), the engine
 (``flows.engine``: one task run per step attempt), what a run's steps share
-(``flows.resources``) and the self-healing around each call (resilience, budgets,
-provider limits).
+(``flows.resources``), the self-healing around each call (resilience, budgets,
+provider limits) and a run's MCP servers (``flows.tools``: the map, its secrets, the
+sessions a run holds).
 
 Never: imports SQL or the app layer (``orchestra``, ``ledger``, ``dashboard``): the
 engine is handed a ledger that satisfies ``flows.ports.Ledger``. Importing

@@ -2,20 +2,24 @@
 
 ``RunState.record`` is the one way a call reaches the ledger: the row goes to the
 run's own list (for its report), to the ledger it was given, and, for a provider
-attempt, out as an ``orchestra.agent.call`` Prefect event. ``RunState.step_changed``
-is the one way a step's state is told: to this process's listeners (the CLI's live
-table) and to the ledger (``core.steps.StepState``). ``RunState.resources``
-(``flows.resources.RunResources``) holds what the run's steps share and the run
-closes when it ends (a Dagger connection).
+attempt, out as an ``orchestra.agent.call`` Prefect event. ``RunState.record_tool_call``
+is the same for a tool call (``core.calls.ToolCallRecord``): the run's list, the
+ledger's ``tool_calls``, an ``orchestra.tool.call`` event and a line in the step's
+Prefect log. ``RunState.step_changed`` is the one way a step's state is told: to this
+process's listeners (the CLI's live table) and to the ledger (``core.steps.StepState``).
+What the run's steps share is closed by the engine when the run ends:
+``RunState.resources`` (``flows.resources.RunResources``: a Dagger connection) and
+``RunState.mcp`` (``agents.mcp.MCPPool``: its MCP sessions).
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.calls import CallRecord
+from core.calls import CallRecord, ToolCallRecord
 from core.steps import StepState
 from flows import progress
 from flows.resources import RunResources
@@ -33,6 +37,9 @@ class RunState:
     registry: dict[str, Any] | None = None
     kinds: dict[str, str] = field(default_factory=dict)  # step id -> kind
     resources: RunResources = field(default_factory=RunResources)  # closed by the engine when the run ends
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    servers: dict[str, Any] | None = None  # the run's map of MCP servers (flows.tools.ServerEntry by name)
+    mcp: Any = None  # agents.mcp.MCPPool: the run's MCP sessions
 
     def step_changed(self, step: str, state: str, info: dict[str, Any] | None = None, **fields: Any) -> None:
         """A step's new state: the listeners hear it, the ledger keeps it (``fields``:
@@ -48,6 +55,13 @@ class RunState:
             self.ledger.record_call(call)
         if not call.cached:
             _emit_call_event(self.workflow, call)
+
+    def record_tool_call(self, call: ToolCallRecord) -> None:
+        self.tool_calls.append(call)
+        if self.ledger is not None:
+            self.ledger.record_tool_call(call)
+        _emit_tool_event(self.workflow, call)
+        _log_tool_call(call)
 
     def agents(self) -> dict[str, Any]:
         """agents/*.yaml, loaded once per run."""
@@ -78,6 +92,40 @@ def _emit_call_event(workflow: str, call: CallRecord) -> None:
                   "prefect.resource.name": workflow}],
         payload=call.event_payload(),
     )
+
+
+def _emit_tool_event(workflow: str, call: ToolCallRecord) -> None:
+    """``orchestra.tool.call`` for every tool call (related to the task run it was made in)."""
+    from prefect.events import emit_event
+
+    agent = call.agent or "default"
+    emit_event(
+        event="orchestra.tool.call",
+        resource={"prefect.resource.id": f"orchestra.tool.{call.server}.{call.tool}",
+                  "prefect.resource.name": f"{call.server}.{call.tool}"},
+        related=[{"prefect.resource.id": f"orchestra.workflow.{workflow}", "prefect.resource.role": "workflow",
+                  "prefect.resource.name": workflow},
+                 {"prefect.resource.id": f"orchestra.agent.{agent}", "prefect.resource.role": "agent",
+                  "prefect.resource.name": agent}],
+        payload=call.event_payload(),
+    )
+
+
+def _log_tool_call(call: ToolCallRecord) -> None:
+    """One line in the step's Prefect log (the task run's logger), never the arguments."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        logger: Any = get_run_logger()
+    except MissingContextError:
+        logger = logging.getLogger("orchestra.tools")
+    payload = call.event_payload()
+    if call.ok:
+        logger.info("tool %s.%s: ok in %.3f s (attempt %d)", call.server, call.tool, call.duration_s, call.attempt)
+    else:
+        logger.warning("tool %s.%s: %s in %.3f s (attempt %d): %s", call.server, call.tool, call.outcome,
+                       call.duration_s, call.attempt, payload["error"])
 
 
 _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("orchestra_run", default=None)

@@ -8,7 +8,9 @@ the DAG and what Prefect supplies: the retries (exponential backoff with jitter,
 transient errors only), the per-step timeout, the result cache (keyed by what the
 kind says decides the answer) and its persistence, task-run states and edges in the
 UI (exactly the ``depends_on`` edges: upstream results are passed to each task run),
-the ``<workflow>-cost`` artifact and the ``orchestra.run.finished`` event.
+the ``<workflow>-cost`` artifact and the ``orchestra.run.finished`` event. It reads the
+run's map of MCP servers when the run starts (the FastAgentSettings block included) and
+closes the run's MCP sessions when it ends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prefect.tasks import exponential_backoff
 from core.calls import CallRecord, counts_as_attempt
 from core.settings import settings
 from flows import resilience, steps, supervision, templates
+from flows import tools as run_tools
 from flows.context import RunState, current_run, reset_run, set_run
 from flows.errors import StepError
 from flows.spec import Workflow
@@ -122,16 +125,19 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id)
     logger = get_run_logger()
-    try:  # checked before anything is written: approval steps need a server; a budget must be >= 0
+    try:  # checked before anything is written: approval steps need a server; a budget must be >= 0;
+        # the FastAgentSettings block the settings name must be readable (its MCP servers join the map)
         if problem := no_server_problem(wf):
             raise ValueError(problem)
+        servers = await run_tools.run_map(wf)
         guard = await resilience.begin_run(wf, ledger, budget_usd=budget_usd, model_override=model)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    run = RunState(flow_run_id=flow_run_id, workflow=wf.name, ledger=ledger, model_override=model)
+    run = RunState(flow_run_id=flow_run_id, workflow=wf.name, ledger=ledger, model_override=model,
+                   servers=servers, mcp=run_tools.pool(servers))
     if ledger is not None:
         ledger.start_run(flow_run_id=flow_run_id, workflow=wf.name, inputs=inputs, started=started,
                          model_override=model, workflow_ref=resilience.workflow_ref(wf), budget_usd=budget_usd,
@@ -159,9 +165,12 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
                     run.step_changed(sid, "CANCELLED", error=r.error)
             await _cancel_task_runs(flow_run_id)
     finally:
-        await run.resources.aclose()  # what the steps shared: a Dagger connection
-        reset_run(token)
-        resilience.finish_run(guard, ledger, flow_run_id, wf, reports)  # dead letters
+        try:
+            await run.mcp.aclose()  # the run's MCP sessions (stdio servers end)
+            await run.resources.aclose()  # what the steps shared: a Dagger connection
+        finally:
+            reset_run(token)
+            resilience.finish_run(guard, ledger, flow_run_id, wf, reports)  # dead letters
     failed = [sid for sid, r in reports.items() if r.state == "FAILED"]
     state = "CANCELLED" if cancelled else "FAILED" if failed else "COMPLETED"
     report = {
@@ -248,7 +257,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                 step_fn(label=label, kind=step.kind, params=params, upstream=upstream, return_state=True)
                 for label, params in prepared.runs))
             report.duration_s = time.perf_counter() - t_start
-            results[step.id] = await _collect(step, kind, list(states), report, outputs, run)
+            results[step.id] = await _collect(step, kind, list(states), report, outputs, run, prepared.tools)
         except (StepError, templates.TemplateError) as exc:
             report.state = "FAILED"
             report.error = str(exc) if isinstance(exc, StepError) else f"step '{step.id}': {exc}"
@@ -261,7 +270,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
 
 
 async def _collect(step, kind, states: list[State], report: StepReport, outputs: dict,
-                   run: RunState) -> list[StepResult]:
+                   run: RunState, uses_tools: bool = False) -> list[StepResult]:
     """Fold a step's task-run states into its report; returns the completed results."""
     completed: list[StepResult] = []
     errors = []
@@ -287,6 +296,9 @@ async def _collect(step, kind, states: list[State], report: StepReport, outputs:
     report.output_tokens = sum(c.output_tokens for c in rows)
     report.cost_usd = sum(c.cost_usd for c in rows)
     report.cached = all_cached and not errors
+    tool_calls = [t.report_entry() for t in run.tool_calls if t.step == step.id]  # this run's: a cache hit made none
+    if uses_tools or tool_calls:
+        report.extra["tool_calls"] = tool_calls
     kind.report(report, completed)
     if errors:
         report.state = "FAILED"
@@ -330,14 +342,15 @@ async def _cost_artifact(wf: Workflow, report: dict) -> None:
         {"step": sid, "kind": s["kind"], "state": s["state"], "agent": s["agent"] or "", "model": s["model"] or "",
          "image": s.get("image") or "", "exit_code": "" if s.get("exit_code") is None else str(s["exit_code"]),
          "attempts": s["attempts"], "cached": s["cached"], "input_tokens": s["input_tokens"],
-         "output_tokens": s["output_tokens"], "cost_usd": s["cost_usd"], "duration_s": s["duration_s"]}
+         "output_tokens": s["output_tokens"], "cost_usd": s["cost_usd"], "duration_s": s["duration_s"],
+         "tool_calls": len(s.get("tool_calls") or ())}
         for sid, s in report["steps"].items()
     ]
     rows.append({"step": "TOTAL", "kind": "", "state": report["state"], "agent": "", "model": "", "image": "",
                  "exit_code": "", "attempts":
                  sum(r["attempts"] for r in rows), "cached": False, "input_tokens": report["input_tokens"],
                  "output_tokens": report["output_tokens"], "cost_usd": report["cost_usd"],
-                 "duration_s": report["duration_s"]})
+                 "duration_s": report["duration_s"], "tool_calls": sum(r["tool_calls"] for r in rows)})
     await acreate_table_artifact(
         table=rows,
         key=f"{wf.name}-cost",

@@ -2,7 +2,8 @@
 
 The engine never imports the ledger. It is handed an object with these methods (the
 app layer passes ``ledger.store.Store``; tests may pass None for no ledger). Calls
-arrive as ``core.calls.CallRecord``; ``record_call`` must not block (queue, write later).
+arrive as ``core.calls.CallRecord`` and tool calls as ``core.calls.ToolCallRecord``;
+``record_call`` and ``record_tool_call`` must not block (queue, write later).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.calls import CallRecord
+from core.calls import CallRecord, ToolCallRecord
 from core.steps import StepState
 
 __all__ = ["Ledger"]
@@ -27,6 +28,7 @@ class Ledger(Protocol):
     def record_step(self, step: StepState) -> None: ...
 
     def heartbeat(self, flow_run_id: str, *, pid: int | None = None, host: str | None = None) -> None: ...
+    def record_tool_call(self, call: ToolCallRecord) -> None: ...  # queued, like record_call
 
     def finish_run(self, *, flow_run_id: str, state: str, ended: datetime, error: str | None = None) -> Any: ...
 

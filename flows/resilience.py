@@ -166,8 +166,11 @@ class _CircuitOpen(Exception):
 
 async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout: float | None = None,
                        json_mode: bool = False, step: str = "?", api_key: str | None = None,
-                       base_url: str | None = None):
+                       base_url: str | None = None, conversation: Any = None, tools: Any = None):
     """``agents.call_agent`` with the budget, the breaker and the provider limiter around it.
+
+    A round trip of the tool loop passes its ``conversation`` (``prompt`` is then its text,
+    which the budget bounds); a fast-agent call with tools passes ``tools``.
 
     Raises ``AgentCallError`` as call_agent does (the caller records the attempt),
     ``BudgetExceeded`` or an open-breaker error (no request was sent: nothing to record).
@@ -193,8 +196,10 @@ async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout:
     try:
         async with limiter.slot(ep.provider):
             result = await agents.call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode,
-                                             api_key=api_key, base_url=base_url)
+                                             api_key=api_key, base_url=base_url, conversation=conversation,
+                                             tools=tools)
     except AgentCallError as exc:
+        cost = sum(r.cost_usd for r in exc.rounds)  # requests that succeeded before the failure
         if exc.transient:
             breakers.failure(ep, probe, exc.message)
         elif exc.status_code is not None:
@@ -202,7 +207,8 @@ async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout:
         else:
             breakers.release(ep, probe)  # e.g. no API key: says nothing about the provider
         raise
-    except BaseException:  # cancelled: by the step's timeout (a failure) or by the run
+    except BaseException as exc:  # cancelled: by the step's timeout (a failure) or by the run
+        cost = sum(r.cost_usd for r in getattr(exc, "rounds", None) or [])  # a fast-agent loop stopped
         if timeout is not None and time.perf_counter() - started >= timeout * 0.95:
             breakers.failure(ep, probe, f"timed out after {timeout:g} s")
         else:

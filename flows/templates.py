@@ -12,6 +12,10 @@ clock is checked at every iteration of a ``range()``, every attribute or item re
 every call, every intercepted operator and every chunk of output; a string or list
 that an operator (``*``, ``+``, ``**``) or a filter would make larger than the size
 limit is refused before it is made where it can be, after otherwise.
+
+An MCP server's `headers` and `env` values are templates too, with one function and
+no other name: `secret('NAME')` (:func:`secret_names` checks them, :func:`render_secrets`
+renders them once the secrets are read).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment, SecurityErr
 
 from core.settings import settings
 
-__all__ = ["TemplateError", "TemplateLimit", "DYNAMIC", "env", "references", "render", "evaluate"]
+__all__ = ["TemplateError", "TemplateLimit", "DYNAMIC", "env", "references", "render", "evaluate", "secret_names",
+           "render_secrets"]
 
 DYNAMIC = "<computed>"  # the key of `steps[...]` / `inputs[...]` when it is an expression
 
@@ -263,3 +268,34 @@ def references(source: str, expression: bool = False) -> tuple[frozenset[str], t
             keys = [key_of(n) for n in reversed(chain)]
             paths.append((cur.name, keys[0], keys[1] if len(keys) > 1 else None))
     return frozenset(free), tuple(paths)
+
+
+@functools.lru_cache(maxsize=1024)
+def secret_names(source: str) -> tuple[str, ...]:
+    """The secrets a header or env template reads, in order: ``secret('NAME')`` calls with a
+    literal name are all it may use. TemplateError naming what else it uses."""
+    if "{{" not in source and "{%" not in source:
+        return ()
+    ast = _parse(source, expression=False)
+    names: list[str] = []
+    calls = list(ast.find_all(nodes.Call))
+    called = {id(c.node) for c in calls}
+    for call in calls:
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "secret"):
+            raise TemplateError("only secret('NAME') may be called here")
+        if len(call.args) != 1 or call.kwargs or call.dyn_args or call.dyn_kwargs \
+                or not isinstance(call.args[0], nodes.Const) or not isinstance(call.args[0].value, str) \
+                or not call.args[0].value:
+            raise TemplateError("secret() takes one name in quotes, e.g. secret('SEARCH_TOKEN')")
+        names.append(call.args[0].value)
+    for name in ast.find_all(nodes.Name):
+        if name.name != "secret" or id(name) not in called:
+            raise TemplateError(f"unknown name '{name.name}' (only secret('NAME') is available here)")
+    return tuple(dict.fromkeys(names))
+
+
+def render_secrets(source: str, values: dict[str, str]) -> str:
+    """``source`` with each ``secret('NAME')`` replaced by ``values[NAME]``."""
+    if not secret_names(source):
+        return source
+    return render(source, {"secret": lambda name: values[name]})

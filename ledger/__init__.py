@@ -1,4 +1,5 @@
-"""The ledger: every run and every provider call, with tokens, cost, latency and outcome.
+"""The ledger: every run, every provider call (tokens, cost, latency, outcome) and every
+tool call an agent made.
 
 Owns: the SQLAlchemy models (``ledger.models``), the Alembic migrations
 (``ledger/migrations``), the write path (``ledger.store.Store``, which satisfies the

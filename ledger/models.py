@@ -11,6 +11,8 @@ Tables:
 * ``dead_letters`` -- steps that failed for good, with the rendered prompt and error.
 * ``provider_limits`` -- concurrency and requests-per-minute per provider.
 * ``health_checks`` -- results of ``orchestra agents health`` probes.
+* ``steps`` -- every step of a run and its state (revision 0004).
+* ``tool_calls`` -- one row per tool call an agent asked for (revision 0007).
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
@@ -48,6 +50,7 @@ __all__ = [
     "Run",
     "Call",
     "Step",
+    "ToolCall",
     "Breaker",
     "BreakerEvent",
     "DeadLetter",
@@ -223,6 +226,28 @@ class Step(Base):
     updated: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("flow_run_id", "step"),)
+
+
+class ToolCall(Base):
+    """One tool call an agent asked for in a step attempt (revision 0007); see ``core.calls.ToolCallRecord``."""
+
+    __tablename__ = "tool_calls"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.flow_run_id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    server: Mapped[str] = mapped_column(String(100))
+    tool: Mapped[str] = mapped_column(String(200))
+    call_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    arguments: Mapped[Any] = mapped_column(JSONType, nullable=True)  # redacted
+    outcome: Mapped[str] = mapped_column(String(16))  # core.calls.TOOL_OUTCOMES
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_tool_calls_flow_run_id", "flow_run_id"),)
 
 
 # --------------------------------------------------------------------------- revision 0002

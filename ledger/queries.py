@@ -6,7 +6,8 @@ timestamps or datetimes as documented). No caller outside ``ledger/`` touches a
 session, a connection or a table. An empty ledger gives empty lists and zeros.
 
 Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), :func:`progress`,
-           :func:`run_steps` (calls per step), :func:`step_attempts`, :func:`totals`, :func:`run_workflows`
+           :func:`run_steps` (calls per step), :func:`step_attempts`, :func:`totals`, :func:`run_workflows`,
+           :func:`tool_calls` (the tool calls of a run)
 Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
@@ -23,14 +24,14 @@ from core.calls import counts_as_attempt
 from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
 from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run,
-                           Step)
+                           Step, ToolCall)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
     "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
     "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
-    "steps", "totals", "unfinished_runs", "unpriced",
+    "steps", "tool_calls", "totals", "unfinished_runs", "unpriced",
 ]
 
 UTC = timezone.utc
@@ -41,6 +42,7 @@ _BREAKER_ROWS = Breaker.__table__
 _DEAD = DeadLetter.__table__
 _HEALTH = HealthCheck.__table__
 _STEPS = Step.__table__
+_TOOL_CALLS = ToolCall.__table__
 
 
 # --------------------------------------------------------------------------- runs
@@ -353,3 +355,18 @@ def progress(store: Store, flow_run_id: str) -> float | None:
     if not rows:
         return None
     return sum(r["state"] in FINAL_STEP_STATES for r in rows) / len(rows)
+
+
+def tool_calls(store: Store, flow_run_id: str, step: str | None = None) -> list[dict[str, Any]]:
+    """The tool calls of a run (of one step), in the order they ended: step, attempt, agent,
+    server, tool, call_id, arguments (redacted), outcome (``core.calls.TOOL_OUTCOMES``), ok,
+    duration_s, error, created (ISO)."""
+    q = select(_TOOL_CALLS).where(_TOOL_CALLS.c.flow_run_id == flow_run_id)
+    if step is not None:
+        q = q.where(_TOOL_CALLS.c.step == step)
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q.order_by(_TOOL_CALLS.c.id)).mappings()]
+    return [{"step": r["step"], "attempt": r["attempt"], "agent": r["agent"], "server": r["server"],
+             "tool": r["tool"], "call_id": r["call_id"], "arguments": r["arguments"], "outcome": r["outcome"],
+             "ok": r["outcome"] == "ok", "duration_s": float(r["duration_s"] or 0.0), "error": r["error"],
+             "created": iso(r["created"])} for r in rows]

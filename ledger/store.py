@@ -1,8 +1,8 @@
-"""The ledger's write path: runs and provider calls in SQL (SQLite or PostgreSQL).
+"""The ledger's write path: runs, provider calls, tool calls and step states in SQL
+(SQLite or PostgreSQL).
 
     from ledger.store import get_store
     from core.calls import CallRecord
-from core.steps import FINAL_STEP_STATES, StepState
     store = get_store()                       # one Store per URL per process
     store.start_run(flow_run_id=..., workflow="code-review", inputs={...}, started=now)
     store.record_call(CallRecord(flow_run_id=..., step="security", model="openai:gpt-4.1-mini",
@@ -19,8 +19,11 @@ commits the queue in batches (each batch one transaction, so each row is atomic)
 ``finish_run`` and the read queries flush first, and an ``atexit`` hook flushes
 every Store before the interpreter exits.
 
-Error texts (and string inputs) pass through :func:`core.redact.redact`
-before they are written: no secret reaches the store.
+Tool calls (:meth:`Store.record_tool_call`) and step states (:meth:`Store.record_step`)
+take the same queue, in order.
+
+Error texts (and string inputs, tool-call arguments) pass through
+:func:`core.redact.redact` before they are written: no secret reaches the store.
 """
 
 from __future__ import annotations
@@ -45,12 +48,12 @@ from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from core.calls import CallRecord
+from core.calls import CallRecord, ToolCallRecord
 from core.steps import FINAL_STEP_STATES, StepState
-from core.redact import redact, redact_url, redact_value
+from core.redact import redact, redact_url, redact_data
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from ledger.models import FINAL_RUN_STATES, Call, Run, Step
+from ledger.models import FINAL_RUN_STATES, Call, Run, Step, ToolCall
 from ledger.resilience_store import ResilienceStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
 
@@ -67,6 +70,8 @@ _PG_MIGRATE_LOCK = 7_267_001_842
 _RUNS = Run.__table__
 _CALLS = Call.__table__
 _STEPS = Step.__table__
+_TOOL_CALLS = ToolCall.__table__
+MAX_ARGUMENT_CHARS = 20_000
 _TOTAL_KWARGS = frozenset(
     {"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "calls", "duration_s"}
 )
@@ -111,7 +116,7 @@ def _clip_text(value: str) -> str:
 def _clip_json(value: Any) -> Any:
     """A step's output as stored: redacted, JSON-able, at most MAX_TEXT_CHARS when dumped
     (a larger one is kept as its clipped JSON text)."""
-    clean = json.loads(json.dumps(redact_value(value), default=str))
+    clean = json.loads(json.dumps(redact_data(value), default=str))
     dumped = json.dumps(clean)
     return clean if len(dumped) <= MAX_TEXT_CHARS else _clip_text(dumped)
 
@@ -278,8 +283,8 @@ class Store(ResilienceStore):
         RUNNING and keeps its first ``started``, its inputs and its calls.
         """
         started = aware(started)
-        clean_inputs = json.loads(json.dumps(redact_value(dict(inputs or {})), default=str))
-        clean_meta = json.loads(json.dumps(redact_value(dict(metadata)), default=str)) if metadata else None
+        clean_inputs = json.loads(json.dumps(redact_data(dict(inputs or {})), default=str))
+        clean_meta = json.loads(json.dumps(redact_data(dict(metadata)), default=str)) if metadata else None
         with self._write() as conn:
             exists = conn.execute(
                 select(_RUNS.c.flow_run_id).where(_RUNS.c.flow_run_id == flow_run_id)
@@ -391,6 +396,14 @@ class Store(ResilienceStore):
         if self._writer is None:
             self._start_writer()
 
+    def record_tool_call(self, call: ToolCallRecord) -> None:
+        """Queue one tool call for the background writer (after the calls queued before it)."""
+        if not isinstance(call, ToolCallRecord):
+            raise TypeError(f"record_tool_call expects a ToolCallRecord, got {type(call).__name__}")
+        self._queue.put(call)
+        if self._writer is None:
+            self._start_writer()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every call queued before this call is committed (or failed).
 
@@ -437,6 +450,7 @@ class Store(ResilienceStore):
             batch: list[tuple[CallRecord, datetime]] = []
             steps: list[StepState] = []
             beats: list[_Beat] = []
+            tools: list[ToolCallRecord] = []
             events: list[threading.Event] = []
             stop = False
             while True:
@@ -448,6 +462,8 @@ class Store(ResilienceStore):
                     steps.append(item)
                 elif isinstance(item, _Beat):
                     beats.append(item)
+                elif isinstance(item, ToolCallRecord):
+                    tools.append(item)
                 else:
                     batch.append(item)
                 if stop or len(batch) >= MAX_BATCH:
@@ -461,6 +477,11 @@ class Store(ResilienceStore):
                     self._write_batch(batch)
                 except BaseException as exc:  # pragma: no cover - last resort, keep the thread
                     self._write_failed(len(batch), exc)
+            if tools:
+                try:
+                    self._write_tool_calls(tools)
+                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                    self._write_failed(len(tools), exc)
             if steps:
                 try:
                     self._write_steps(steps)
@@ -533,6 +554,49 @@ class Store(ResilienceStore):
             try:
                 with self._write() as conn:
                     conn.execute(insert(_CALLS), [row])
+            except Exception as exc:
+                self._write_failed(1, exc, row)
+
+    @staticmethod
+    def _tool_row(call: ToolCallRecord) -> dict[str, Any]:
+        arguments = json.loads(json.dumps(redact_data(call.arguments), default=str))
+        shown = json.dumps(arguments, ensure_ascii=False)
+        if len(shown) > MAX_ARGUMENT_CHARS:  # keep the row small: the start of the text, marked
+            arguments = {"_truncated": shown[:MAX_ARGUMENT_CHARS], "_chars": len(shown)}
+        return {
+            "flow_run_id": call.flow_run_id,
+            "step": call.step,
+            "attempt": int(call.attempt),
+            "agent": call.agent,
+            "server": call.server,
+            "tool": call.tool,
+            "call_id": call.call_id,
+            "arguments": arguments,
+            "outcome": call.outcome,
+            "duration_s": _finite(call.duration_s),
+            "error": _clean_error(call.error),
+            "created": aware(call.created),
+        }
+
+    def _write_tool_calls(self, calls: list[ToolCallRecord]) -> None:
+        rows = []
+        for call in calls:
+            try:
+                rows.append(self._tool_row(call))
+            except Exception as exc:  # a malformed record must not sink the batch
+                self._write_failed(1, exc)
+        if not rows:
+            return
+        try:
+            with self._write() as conn:
+                conn.execute(insert(_TOOL_CALLS), rows)
+            return
+        except Exception:  # e.g. one row of an unknown run: write the others one by one
+            pass
+        for row in rows:
+            try:
+                with self._write() as conn:
+                    conn.execute(insert(_TOOL_CALLS), [row])
             except Exception as exc:
                 self._write_failed(1, exc, row)
 

@@ -3,8 +3,8 @@
 It is the deployments' entrypoint (``prefect.yaml``: ``orchestra/flow.py:run_workflow``)
 and what ``orchestra.runs.run`` calls in-process. It resolves the workflow (a shipped
 name, a path, an inline definition, ours or ``/run-graph``), checks the inputs, tags
-the flow run with the workflow's ``metadata``, applies the ``FastAgentSettings``
-block the settings name, and hands the run to the engine with the app's ledger.
+the flow run with the workflow's ``metadata``, and hands the run to the engine with
+the app's ledger (the engine reads the ``FastAgentSettings`` block the settings name).
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ async def run_workflow(
         return Failed(message=str(exc))
     try:
         ledger = runtime.ledger()
-        await runtime.apply_fast_agent_block()
     except RuntimeError as exc:  # a setting that names a block that cannot be read
         get_run_logger().error(str(exc))
         return Failed(message=str(exc))

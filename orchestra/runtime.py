@@ -71,29 +71,3 @@ def ledger():
     from ledger.store import get_store
 
     return get_store(ledger_url())
-
-
-_applied_fast_agent: dict | None = None
-
-
-async def apply_fast_agent_block() -> None:
-    """The ``FastAgentSettings`` block the ``fast_agent_block`` setting names, applied to
-    the embedded fast-agent (its settings are rebuilt only when the block changed).
-    RuntimeError naming the setting when the block cannot be read."""
-    global _applied_fast_agent
-    name = settings().fast_agent_block
-    if not name:
-        return
-    from blocks.fast_agent import FastAgentSettings
-
-    try:
-        block = await FastAgentSettings.aload(name)
-    except Exception as exc:
-        raise RuntimeError(f"ORCHESTRA_FAST_AGENT_BLOCK={name}: cannot read that FastAgentSettings block from the "
-                           f"Prefect API ({type(exc).__name__}); save it or unset the setting") from None
-    config = block.fastagent_config()
-    if config != _applied_fast_agent:
-        from agents import fastagent_adapter
-
-        fastagent_adapter.configure(config)
-        _applied_fast_agent = config

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from core.redact import redact_value
+from core.redact import redact_data
 from flows.spec import Workflow, WorkflowError, coerce_inputs, load_workflow, parse_text, parse_workflow
 from orchestra.runtime import ledger, workflows_dir
 
@@ -125,7 +125,7 @@ def prepare(workflow: Any, inputs: dict[str, Any] | None = None, *, model: str |
     """Everything checked before anything runs or is written; WorkflowError or ValueError."""
     wf, ref = resolve(workflow)
     # a key typed into an input never becomes a flow-run parameter (nor reaches a provider)
-    values = redact_value(coerce_inputs(wf, inputs or {}))
+    values = redact_data(coerce_inputs(wf, inputs or {}))
     check_model(model, model_label)
     check_budget(budget, budget_label)
     check_parameter_size(wf, ref, values)

@@ -85,6 +85,11 @@ if detail["calls"]:
         ui.table(detail["calls"], ["#", "created", "step", "kind", "attempt", "status", "agent", "model", "image",
                                    "exit_code", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "priced",
                                    "latency_ms", "error"])
+if detail["tool_calls"]:  # the tool calls of the run's agents (MCP servers), one row each
+    tools = detail["tool_calls"]
+    failed = sum(t["outcome"] != "ok" for t in tools)
+    with st.expander(f"Tool calls ({len(tools)}{f', {failed} failed' if failed else ''})"):
+        ui.table(tools, ["created", "step", "attempt", "tool", "outcome", "duration_s", "arguments", "error"])
 if detail["dead_letters"]:
     with st.expander(f"Dead letters ({len(detail['dead_letters'])}): steps that failed for good", expanded=True):
         ui.table(detail["dead_letters"], ["created", "step", "agent", "model", "attempts", "error"])

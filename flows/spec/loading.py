@@ -124,6 +124,8 @@ def _drop(data: dict, loc: tuple) -> bool:
             break
     if parent is None or parent is data and key in ("steps", "name"):
         return False
+    if any(parent is data.get(top) for top in ("agents", "inputs", "mcp_servers") if isinstance(data.get(top), dict)):
+        return False  # a whole definition would go: the cross-checks would report it as unknown
     parent.pop(key, None)
     return True
 

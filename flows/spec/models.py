@@ -9,6 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from agents.base import AgentFields
+from agents.mcp import SERVER_NAME, MCPServerSpec
+
 __all__ = ["AgentSpec", "ApprovalSpec", "CommandSpec", "ContainerSpec", "InputSpec", "RouteSpec", "Step", "Workflow",
            "STEP_FIELDS", "STEP_ID", "WORKFLOW_NAME", "IMAGE_REF"]
 
@@ -44,26 +47,9 @@ class InputSpec(_Model):
         return self.required if self.required is not None else self.default is None
 
 
-class AgentSpec(_Model):
-    """An inline agent definition (the same fields as agents/*.yaml, name from the key)."""
-
-    model: str | None = None
-    instruction: str | None = None
-    description: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = Field(default=None, gt=0)
-    capabilities: list[str] = []
-    fallback: list[str] = []
-    servers: list[str] = []
-    credentials: str | None = None
-    daily_budget_usd: float | None = Field(default=None, ge=0)
-
-    @field_validator("fallback")
-    @classmethod
-    def _fallback(cls, value: list[str]) -> list[str]:
-        from agents.base import check_fallback_names
-
-        return check_fallback_names(value)
+class AgentSpec(AgentFields):
+    """An inline agent definition: the fields of agents/*.yaml (``agents.base.AgentFields``),
+    its name from the key."""
 
 
 class ApprovalSpec(_Model):
@@ -259,6 +245,7 @@ class Workflow(_Model):
     type: Literal["graph", "sequential", "parallel"] = "graph"
     inputs: dict[str, InputSpec] = {}
     agents: dict[str, AgentSpec] = {}
+    mcp_servers: dict[str, MCPServerSpec] = {}  # MCP servers its agents may name in `servers:`
     steps: list[Step] = Field(min_length=1)
     budget_usd: float | None = Field(default=None, ge=0)
     metadata: dict[str, Any] = {}  # kept on the run (ledger, flow-run tags) and in its report
@@ -276,6 +263,16 @@ class Workflow(_Model):
     def _name(cls, value: str) -> str:
         if not WORKFLOW_NAME.match(value):
             raise ValueError("must match [a-z0-9-]+ (lowercase letters, digits and dashes)")
+        return value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _server_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str) or not SERVER_NAME.match(name):
+                    raise ValueError(f"server {name!r}: a name is 1-40 letters, digits, '_' or '-' "
+                                     "(it prefixes the tool names a model sees)")
         return value
 
     # -- the DAG ---------------------------------------------------------

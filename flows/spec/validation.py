@@ -23,8 +23,6 @@ JINJA_GLOBALS = {"range", "dict", "lipsum", "cycler", "joiner", "namespace", "tr
 def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
     """Every problem of ``wf`` (empty: valid). ``registry`` is agents/*.yaml, or None to
     load it when a step names an agent the workflow does not define."""
-    from agents.base import parse_model
-
     problems: list[str] = []
     ids = [s.id for s in wf.steps]
     for d in sorted({i for i in ids if ids.count(i) > 1}):
@@ -56,12 +54,6 @@ def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
     except graphlib.CycleError as exc:
         return [f"cycle between steps: {' -> '.join(exc.args[1])}"]
 
-    for name, spec in wf.agents.items():
-        if spec.model:
-            try:
-                parse_model(spec.model)
-            except ValueError as exc:
-                problems.append(f"agent '{name}': {exc}")
     reg = registry if registry is not None else (_registry() if _needs_registry(wf) else {})
     names = [f"`{f}`" for f in STEP_FIELDS]
     fields = ", ".join(names[:-1]) + f" or {names[-1]}"
@@ -183,15 +175,40 @@ def _agent_problems(wf: Workflow, reg: dict[str, Any]) -> list[str]:
         elif not any(set(s.agent.capabilities) <= set(caps) for _, caps in agents.values()):
             problems.append(f"step '{s.id}': agent: no single agent has all of the capabilities "
                             f"{', '.join(s.agent.capabilities)}")
-    # MCP servers: tool-using agents are not runnable yet, so an agent this workflow can
-    # reach that lists servers is refused here rather than failing at run time
     reachable = list(seen) + [n for s in wf.steps if isinstance(s.agent, RouteSpec)
                               for n, (_, caps) in agents.items() if set(s.agent.capabilities) <= set(caps)]
-    for name in dict.fromkeys(reachable):
-        servers = (wf.agents[name].servers if name in wf.agents else reg[name].servers) if name in agents else []
-        if servers:
-            problems.append(f"agent '{name}': servers: {', '.join(servers)}: tool-using agents (MCP servers) are "
-                            "not supported yet; remove `servers:` from the agent")
+    problems.extend(_server_problems(wf, reg, [n for n in dict.fromkeys(reachable) if n in agents]))
+    return problems
+
+
+def _server_problems(wf: Workflow, reg: dict[str, Any], names: list[str]) -> list[str]:
+    """MCP servers: the workflow's own are well formed; every server an agent this workflow
+    can reach names is defined (the workflow's `mcp_servers:` or agents/mcp_servers.yaml;
+    with a FastAgentSettings block configured, a name only it may define is checked when
+    the run starts, when the block is read). Whether an allow-listed tool exists is only
+    known once the server runs: the step fails then."""
+    from agents.mcp import SERVERS_FILE, load_servers
+    from core.settings import settings
+    from flows import tools
+
+    problems: list[str] = []
+    for name, spec in wf.mcp_servers.items():
+        problems.extend(tools.template_problems(name, spec))
+    try:
+        shared = load_servers()
+    except ValueError as exc:
+        return problems + [str(exc)]
+    for name, spec in shared.items():
+        problems.extend(p.replace("mcp_servers:", f"{SERVERS_FILE.name}:", 1) for p in tools.template_problems(name, spec))
+    known = tools.static_map(wf, shared)
+    deferred = bool(settings().fast_agent_block)
+    for name in names:
+        servers = wf.agents[name].servers if name in wf.agents else reg[name].servers
+        for server in servers:
+            if server not in known and not deferred:
+                problems.append(f"agent '{name}': servers: unknown MCP server '{server}' (not in the workflow's "
+                                f"mcp_servers: nor in agents/{SERVERS_FILE.name}; defined: "
+                                f"{', '.join(sorted(known)) or 'none'})")
     return problems
 
 

@@ -1,12 +1,12 @@
 """The kinds of step: one module per kind, each implementing ``flows.steps.base.StepKind``.
 
-Owns: what a kind of step does (agent: a provider call with fallbacks, routing and
-schema repair; approval: a pause of the flow run; container: a command in a container
-on a Dagger engine; command: a process on the worker in a bubblewrap sandbox), and
-what they need: the Dagger engine's resolution and connection (``engines``), the
-sandbox (``sandbox``), the workflow's repository (``repository``). A step's kind is
-the field it sets (``prompt``, ``approval``, ``container``, ``command``); the engine
-asks :func:`kind` for it.
+Owns: what a kind of step does (agent: a provider call, or a tool loop on MCP servers,
+with fallbacks, routing and schema repair; approval: a pause of the flow run;
+container: a command in a container on a Dagger engine; command: a process on the
+worker in a bubblewrap sandbox), and what they need: the Dagger engine's resolution
+and connection (``engines``), the sandbox (``sandbox``), the workflow's repository
+(``repository``). A step's kind is the field it sets (``prompt``, ``approval``,
+``container``, ``command``); the engine asks :func:`kind` for it.
 
 Never: imports the engine or ``flows.spec`` at run time (the spec's validator calls
 the kinds, so the kinds read steps by their fields), SQL or the app layer.

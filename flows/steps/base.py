@@ -81,6 +81,7 @@ class Prepared:
     done: bool = False  # finished in the flow (no task run): ``output`` is the step's output
     output: Any = None
     info: dict[str, Any] = field(default_factory=dict)  # what the live table shows while it runs (image, ...)
+    tools: bool = False  # it may call tools: its report lists its ``tool_calls``
 
 
 @dataclass

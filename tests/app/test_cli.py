@@ -90,6 +90,9 @@ def test_offline_default_run_json(cli):
     ("name: x\nsteps:\n  - {id: a, prompt: '{{ steps.nope.output }}'}\n", ["step 'a'", "unknown step 'nope'"]),
     ("name: x\nsteps:\n  - {id: a, agent: ghost, prompt: hi}\n", ["step 'a'", "unknown agent 'ghost'"]),
     ("name: x\nagents: {r: {model: 'gpt-4o'}}\nsteps:\n  - {id: a, agent: r, prompt: hi}\n", ["agent 'r'", "invalid model"]),
+    ("name: x\nmcp_servers: {web: {url: 'http://h/mcp', headers: {A: '{{ token }}'}}}\n"
+     "agents: {r: {servers: [web, search]}}\nsteps:\n  - {id: a, agent: r, prompt: hi}\n",
+     ["agent 'r'", "unknown MCP server 'search'", "server 'web': headers.A: unknown name 'token'"]),
 ])
 def test_invalid_workflow_exits_2_and_writes_nothing(cli, tmp_path, content, needles):
     path = tmp_path / "wf.yaml"

@@ -242,8 +242,8 @@ def test_saving_reveals_each_mcp_server_once_and_in_place():
     # Prefect's own secret walk mixes up servers (it caches by id() of temporary
     # dicts); FastAgentSettings serialises its servers itself when saving.
     servers = {
-        f"s{i}": {"transport": "http", "url": f"http://127.0.0.1:{9000 + i}/mcp", "headers": {"X-Key": f"hdr-{i}"},
-                  "env": {"TOKEN": f"tok-{i}"}} if i % 2 else {"command": f"cmd{i}", "env": {"TOKEN": f"tok-{i}"}}
+        f"s{i}": {"transport": "http", "url": f"http://127.0.0.1:{9000 + i}/mcp", "headers": {"X-Key": f"hdr-{i}"}}
+        if i % 2 else {"command": f"cmd{i}", "env": {"TOKEN": f"tok-{i}"}}
         for i in range(5)
     }
     block = FastAgentSettings(mcp_servers=servers)
@@ -251,7 +251,7 @@ def test_saving_reveals_each_mcp_server_once_and_in_place():
         saved = block.model_dump(mode=mode, context={"include_secrets": True})["mcp_servers"]
         assert list(saved) == list(servers)
         for name, given in servers.items():
-            assert saved[name]["env"] == given["env"]
+            assert saved[name]["env"] == given.get("env", {})
             assert saved[name]["headers"] == given.get("headers", {})
             assert saved[name].get("url") == given.get("url") and saved[name].get("command") == given.get("command")
 
@@ -569,17 +569,20 @@ def test_the_fast_agent_block_named_by_the_settings_is_applied(api, monkeypatch)
     import asyncio
 
     from agents import fastagent_adapter
-    from orchestra import runtime
+    from flows import tools
 
     name = unique("fa")
-    block = FastAgentSettings(logger_level="error", show_tools=False)
+    block = FastAgentSettings(logger_level="error", show_tools=False,
+                              mcp_servers={"remote": {"url": "http://127.0.0.1:9/mcp", "headers": {"X-Key": "k-1"}}})
     block.save(name, overwrite=True, _sync=True)
     monkeypatch.setattr(fastagent_adapter, "_SETTINGS", {})
     monkeypatch.setattr(fastagent_adapter._runtime, "reset", lambda: None)  # no fast-agent thread here
-    monkeypatch.setattr(runtime, "_applied_fast_agent", None)
+    monkeypatch.setattr(tools, "_applied_fast_agent", None)
     monkeypatch.setenv("ORCHESTRA_FAST_AGENT_BLOCK", name)
-    asyncio.run(runtime.apply_fast_agent_block())
-    assert fastagent_adapter._SETTINGS == block.fastagent_config()
+    found, servers = asyncio.run(tools.fast_agent_block())
+    assert found == name and fastagent_adapter._SETTINGS == block.fastagent_config()
+    assert servers["remote"].url == "http://127.0.0.1:9/mcp"  # its servers join the run's map
+    assert servers["remote"].plain()["headers"] == {"X-Key": "k-1"}
     monkeypatch.setenv("ORCHESTRA_FAST_AGENT_BLOCK", "no-such-settings")
     with pytest.raises(RuntimeError, match="ORCHESTRA_FAST_AGENT_BLOCK=no-such-settings"):
-        asyncio.run(runtime.apply_fast_agent_block())
+        asyncio.run(tools.fast_agent_block())

@@ -181,6 +181,10 @@ def test_runs_page_steps_attempts_cached_and_no_prefect(seeded):
     assert steps.loc["summary", "status"] == "cached" and bool(steps.loc["summary", "cached"])
     calls = at.dataframe[2].value
     assert list(calls["status"]) == ["ok", "error", "ok", "cached"]
+    assert any(e.label == "Tool calls (2, 1 failed)" for e in at.expander)
+    tools = at.dataframe[3].value
+    assert list(tools["tool"]) == ["kb.lookup", "kb.fetch"] and list(tools["outcome"]) == ["ok", "error"]
+    assert "hunter22" not in texts(at)
     assert not at.get("link_button")  # no Prefect server known: a hint instead of a dead link
     assert any("PREFECT_API_URL" in c.value for c in at.caption)
 

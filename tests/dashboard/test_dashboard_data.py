@@ -15,6 +15,7 @@ from ledger import queries
 import yaml
 
 from dashboard import data as dd
+from core.calls import ToolCallRecord
 from ledger.store import CallRecord, Store
 
 UTC = timezone.utc
@@ -48,6 +49,12 @@ def seed_ledger(store: Store, now: datetime = NOW) -> dict[str, str]:
          output_tokens=90, cost_usd=0.00025, priced=True, latency_ms=380.0)
     call("run-review-1", "summary", "openai:gpt-4.1-mini", t, agent="reviewer", attempt=0, cached=True,
          priced=True)
+    for tool, outcome, arguments, error in (
+            ("lookup", "ok", {"key": "alpha"}, None),
+            ("fetch", "error", {"url": "https://x.example", "token": "hunter22"}, f"HTTP 401: api_key={SECRET}")):
+        store.record_tool_call(ToolCallRecord(flow_run_id="run-review-1", step="security", attempt=1, agent="reviewer",
+                                              server="kb", tool=tool, outcome=outcome, duration_s=0.25,
+                                              arguments=arguments, error=error, created=t))
     store.finish_run(flow_run_id="run-review-1", state="COMPLETED", ended=t + timedelta(seconds=12))
 
     t = now - timedelta(days=2)
@@ -194,6 +201,17 @@ def test_run_detail_steps_and_calls(store):
     assert steps["security"]["cost_usd"] == pytest.approx(0.00024)
     assert [c["status"] for c in d["calls"]] == ["ok", "error", "ok", "cached"]
     assert d["dead_letters"] == []
+
+
+def test_run_detail_lists_the_tool_calls_redacted(store):
+    d = dd.run_detail(store, "run-review-1")
+    assert [(t["step"], t["tool"], t["outcome"], t["duration_s"]) for t in d["tool_calls"]] == [
+        ("security", "kb.lookup", "ok", 0.25), ("security", "kb.fetch", "error", 0.25)]
+    assert d["tool_calls"][0]["arguments"] == '{"key": "alpha"}'
+    assert d["tool_calls"][1]["arguments"] == '{"url": "https://x.example", "token": "***"}'
+    assert d["tool_calls"][1]["error"] == "HTTP 401: api_key=***"
+    assert SECRET not in repr(d) and "hunter22" not in repr(d)
+    assert dd.run_detail(store, "run-digest-1")["tool_calls"] == []
 
 
 def test_run_detail_of_failed_run_is_redacted(store):

@@ -97,7 +97,7 @@ def test_migrate_is_idempotent(db_url, monkeypatch):
     s = Store(db_url, auto_migrate=False)
     assert s.current_revisions() is None
     s.migrate()
-    assert s.current_revisions() == head_revisions() == frozenset({"0006"})
+    assert s.current_revisions() == head_revisions() == frozenset({"0007"})
     s.migrate()  # same Store: a no-op
 
     insp = inspect(s.engine)
@@ -149,7 +149,7 @@ def test_concurrent_first_migrations_do_not_collide(db_url):
     for t in threads:
         t.join(60)
     assert errors == []
-    assert all(s.current_revisions() == frozenset({"0006"}) for s in stores)
+    assert all(s.current_revisions() == frozenset({"0007"}) for s in stores)
     for s in stores:
         s.close()
 
@@ -173,7 +173,7 @@ def test_alembic_command_line_works_from_any_cwd(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )
         assert r.returncode == 0, r.stderr
-    assert "0006 (head)" in r.stdout
+    assert "0007 (head)" in r.stdout
     s = Store(url, auto_migrate=False)
     assert s.current_revisions() == head_revisions()
     s.close()
@@ -683,4 +683,75 @@ def test_in_memory_sqlite_store():
         s.record_call(call("mem", step=str(i), cost_usd=0.5))
     assert s.finish_run(flow_run_id="mem", state="COMPLETED", ended=T0)["cost_usd"] == 10.0
     assert [g["calls"] for g in queries.cost_groups(s, "workflow")] == [20]
+    s.close()
+
+
+# --------------------------------------------------------------------------- tool calls (0007)
+
+
+def test_tool_calls_are_written_redacted_in_order_and_read_back(store, monkeypatch):
+    from core.calls import ToolCallRecord
+    from core.redact import register_secret
+
+    monkeypatch.setenv("SEARCH_TOKEN", "tok-env-secret-77")
+    register_secret("blk-registered-secret-88")
+    store.start_run(flow_run_id="tr", workflow="w", started=T0)
+    made = [
+        ToolCallRecord(flow_run_id="tr", step="ask", attempt=1, server="fake", tool="add", outcome="ok",
+                       duration_s=0.012, arguments={"a": 2, "b": 3}, agent="a", call_id="call_1"),
+        ToolCallRecord(flow_run_id="tr", step="ask", attempt=1, server="fake", tool="secret_echo", outcome="error",
+                       duration_s=0.5, agent="a",
+                       arguments={"token": "plain-value", "note": "sk-proj-abcdefghijk and tok-env-secret-77",
+                                  "nested": [{"password": "hunter22"}, "blk-registered-secret-88"]},
+                       error="echoed tok-env-secret-77 back"),
+        ToolCallRecord(flow_run_id="tr", step="other", attempt=2, server="time", tool="get_current_time",
+                       outcome="timeout", duration_s=60.0, arguments={"timezone": "UTC"}),
+    ]
+    for t in made:
+        store.record_tool_call(t)
+    got = queries.tool_calls(store, "tr")
+    assert [(t["step"], t["attempt"], t["server"], t["tool"], t["outcome"], t["ok"]) for t in got] == [
+        ("ask", 1, "fake", "add", "ok", True), ("ask", 1, "fake", "secret_echo", "error", False),
+        ("other", 2, "time", "get_current_time", "timeout", False)]
+    assert got[0]["arguments"] == {"a": 2, "b": 3} and got[0]["call_id"] == "call_1"
+    assert got[1]["arguments"] == {"token": "***", "note": "sk-*** and ***", "nested": [{"password": "***"}, "***"]}
+    assert got[1]["error"] == "echoed *** back"
+    assert [t["duration_s"] for t in got] == [0.012, 0.5, 60.0]
+    assert [t["step"] for t in queries.tool_calls(store, "tr", step="other")] == ["other"]
+    assert queries.tool_calls(store, "nope") == []
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        ToolCallRecord(flow_run_id="tr", step="s", attempt=1, server="x", tool="y", outcome="maybe")
+    with pytest.raises(TypeError, match="expects a ToolCallRecord"):
+        store.record_tool_call({"server": "x"})
+
+
+def test_a_tool_call_of_an_unknown_run_does_not_sink_the_others(store, caplog):
+    from core.calls import ToolCallRecord
+
+    store.start_run(flow_run_id="known", workflow="w", started=T0)
+    for run in ("known", "unknown", "known"):
+        store.record_tool_call(ToolCallRecord(flow_run_id=run, step="s", attempt=1, server="x", tool="t",
+                                              outcome="ok"))
+    store.flush()
+    assert len(queries.tool_calls(store, "known")) == 2 and store.write_errors == 1
+
+
+def test_the_newest_revisions_downgrade_and_upgrade(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path}/down.db"
+    s = Store(url)
+    s.migrate()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.attributes["configure_logging"] = False
+    command.downgrade(cfg, "0004")  # through 0007 (tool calls), 0006 (process calls), 0005 (heartbeat)
+    assert "tool_calls" not in inspect(s.engine).get_table_names()
+    assert {"kind", "pid"}.isdisjoint(c["name"] for t in ("calls", "runs") for c in inspect(s.engine).get_columns(t))
+    assert s.current_revisions() == frozenset({"0004"})
+    command.upgrade(cfg, "head")
+    assert "tool_calls" in inspect(s.engine).get_table_names()
     s.close()

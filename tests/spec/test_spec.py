@@ -208,11 +208,91 @@ def test_a_schema_error_does_not_hide_the_other_problems():
     assert e.value.problems == ["step 'a': colour: unknown field", "step 'a': prompt: unknown input 'nope'"]
 
 
-def test_an_agent_with_mcp_servers_is_refused_until_tool_use_lands():
+def tooly(servers=("fake",), mcp_servers=None, **agent) -> dict:
+    """A workflow whose one agent uses MCP servers."""
+    wf = {"name": "w", "agents": {"tooly": {"model": "openai:gpt-4.1-mini", "servers": list(servers), **agent}},
+          "steps": [{"id": "a", "agent": "tooly", "prompt": "x"}]}
+    if mcp_servers is not None:
+        wf["mcp_servers"] = mcp_servers
+    return wf
+
+
+FAKE = {"fake": {"command": "python", "args": ["-m", "tests.fakes.mcp_server"]}}
+
+
+def test_an_agent_names_servers_of_the_workflow_or_the_shared_file(tmp_path, monkeypatch):
+    from agents import mcp
+
+    wf = parse_workflow(tooly(mcp_servers={**FAKE, "remote": {"url": "http://127.0.0.1:9/mcp"}},
+                              servers=["fake", "remote"], tools=["fake.add", "remote.search"], max_tool_calls=3))
+    assert wf.mcp_servers["fake"].kind == "stdio" and wf.mcp_servers["remote"].kind == "http"
+    assert wf.agents["tooly"].max_tool_calls == 3 and wf.agents["tooly"].tool_timeout == 60
     with pytest.raises(WorkflowError) as e:
-        parse_workflow({"name": "w", "agents": {"tooly": {"model": "openai:gpt-4.1-mini", "servers": ["fetch"]}},
-                        "steps": [{"id": "a", "agent": "tooly", "prompt": "x"}]})
-    assert any("agent 'tooly': servers: fetch" in p and "not supported yet" in p for p in e.value.problems)
+        parse_workflow(tooly(servers=["fetch"], mcp_servers=FAKE))
+    assert e.value.problems == ["agent 'tooly': servers: unknown MCP server 'fetch' (not in the workflow's "
+                                "mcp_servers: nor in agents/mcp_servers.yaml; defined: fake)"]
+    shared = tmp_path / "mcp_servers.yaml"
+    shared.write_text("fetch:\n  command: uvx\n  args: [mcp-server-fetch]\n")
+    monkeypatch.setattr(mcp, "SERVERS_FILE", shared)
+    assert parse_workflow(tooly(servers=["fetch"])).agents["tooly"].servers == ["fetch"]
+    shared.write_text("fetch:\n  command: uvx\n  url: http://x\n")
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow(tooly(servers=["fetch"]))
+    assert e.value.problems == [f"{shared}: server 'fetch': has both a command and a url: give one"]
+
+
+def test_a_server_only_the_fast_agent_block_defines_is_checked_when_the_run_starts(monkeypatch):
+    monkeypatch.setenv("ORCHESTRA_FAST_AGENT_BLOCK", "team-fast-agent")
+    assert parse_workflow(tooly(servers=["from-block"])).agents["tooly"].servers == ["from-block"]
+
+
+@pytest.mark.parametrize("servers, problem", [
+    ({"x": {"command": "a", "url": "http://h/mcp"}}, "mcp_servers.x: has both a command and a url: give one"),
+    ({"x": {}}, "mcp_servers.x: give either a command (a stdio server) or a url (a streamable HTTP server)"),
+    ({"x": {"transport": "sse", "command": "a"}}, "mcp_servers.x: an MCP server with transport 'sse' needs a url"),
+    ({"x": {"command": "a", "headers": {"A": "b"}}}, "mcp_servers.x: url and headers are for http/sse servers, "
+                                                    "not stdio ones"),
+    ({"x": {"url": "ftp://h"}}, "mcp_servers.x: url must start with http:// or https://"),
+    ({"x": {"command": "a", "colour": 1}}, "mcp_servers.x.colour: unknown field"),
+    ({"bad name!": {"command": "a"}}, "mcp_servers: server 'bad name!': a name is 1-40 letters, digits, '_' or '-'"),
+    ({"x": {"url": "http://h/mcp", "headers": {"Authorization": "Bearer {{ token }}"}}},
+     "mcp_servers: server 'x': headers.Authorization: unknown name 'token' (only secret('NAME') is available here)"),
+    ({"x": {"url": "http://h/mcp", "headers": {"A": "{{ secret(name) }}"}}},
+     "mcp_servers: server 'x': headers.A: secret() takes one name in quotes, e.g. secret('SEARCH_TOKEN')"),
+    ({"x": {"command": "a", "env": {"K": "{{ lookup('K') }}"}}},
+     "mcp_servers: server 'x': env.K: only secret('NAME') may be called here"),
+    ({"x": {"command": "a", "env": {"K": "{{ secret('K') "}}}, "mcp_servers: server 'x': env.K: syntax error"),
+])
+def test_bad_mcp_servers_are_named(servers, problem):
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow({"name": "w", "mcp_servers": servers, "steps": [{"id": "a", "prompt": "x"}]})
+    assert any(p.startswith(problem) for p in e.value.problems), e.value.problems
+
+
+def test_secret_templates_are_accepted_and_rendered():
+    from flows import templates
+
+    wf = parse_workflow(tooly(mcp_servers={"s": {"url": "http://h/mcp", "headers": {
+        "Authorization": "Bearer {{ secret('SEARCH_TOKEN') }}", "X-Both": "{{ secret('a-b') }}:{{ secret('C') }}"}}},
+        servers=["s"]))
+    headers = wf.mcp_servers["s"].headers
+    assert templates.secret_names(headers["X-Both"]) == ("a-b", "C")
+    assert templates.render_secrets(headers["Authorization"], {"SEARCH_TOKEN": "t0k"}) == "Bearer t0k"
+    assert templates.secret_names("plain value") == ()
+
+
+@pytest.mark.parametrize("agent, problem", [
+    ({"tools": ["add"]}, "agent 'tooly': tools: 'add' is not server.tool (e.g. time.get_current_time)"),
+    ({"tools": ["other.add"]}, "agent 'tooly': tools: 'other.add' names server 'other', which is not in the "
+                               "agent's servers (fake)"),
+    ({"max_tool_calls": 0}, "agent 'tooly': max_tool_calls: Input should be greater than or equal to 1"),
+    ({"tool_timeout": 0}, "agent 'tooly': tool_timeout: Input should be greater than 0"),
+    ({"servers": ["fake", "fake"]}, "agent 'tooly': servers: names a server more than once"),
+])
+def test_bad_tool_settings_of_an_agent_are_named(agent, problem):
+    with pytest.raises(WorkflowError) as e:
+        parse_workflow(tooly(mcp_servers=FAKE, **agent))
+    assert problem in e.value.problems, e.value.problems
 
 
 def test_a_step_has_exactly_one_kind():
