@@ -62,6 +62,18 @@ def status() -> dict | None:
     return info if _healthy(info["url"]) else None
 
 
+def known() -> str | None:
+    """The Prefect API this process uses without starting one: ``PREFECT_API_URL``, else
+    the running local server's (then set in this process); None without either."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    info = status()
+    if info is None:
+        return None
+    os.environ["PREFECT_API_URL"] = info["url"]
+    return info["url"]
+
+
 def _free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:

@@ -32,13 +32,7 @@ def _known_prefect() -> str | None:
     """PREFECT_API_URL, else the running local server's (set in this process); None without one."""
     from orchestra import prefect_server
 
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    info = prefect_server.status()
-    if info is None:
-        return None
-    os.environ["PREFECT_API_URL"] = info["url"]
-    return info["url"]
+    return prefect_server.known()
 
 
 def approve(
@@ -152,14 +146,11 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only until login lands)"),
 ) -> None:
     """Open the Streamlit dashboard (streamlit run dashboard/app.py) on 127.0.0.1."""
-    import ipaddress
     import subprocess
 
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    from orchestra.runtime import is_loopback
+
+    if not is_loopback(host):
         raise fail(f"--host {host}: the dashboard has no login yet and can edit agents, "
                    "so it only listens on a loopback address (127.0.0.1, ::1, localhost)")
     app_path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -169,8 +160,13 @@ def dashboard(
                                 "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]))
 
 
-def mcp_command() -> None:
-    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...)."""
+def mcp_command(
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP (at /mcp) instead of stdio"),
+    host: str = typer.Option("127.0.0.1", "--host", help="--http: the address to listen on (a non-loopback one "
+                                                         "needs ORCHESTRA_MCP_TOKEN)"),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="--http: the port (0: a free one)"),
+) -> None:
+    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...), or streamable HTTP."""
     from orchestra.mcp_server import main as serve
 
-    serve()
+    serve(http=http, host=host, port=port)
