@@ -351,7 +351,7 @@ def progress(store: Store, flow_run_id: str) -> float | None:
 
 
 def projects(store: Store) -> list[dict[str, Any]]:
-    """Every project by name: id, name, description, created, updated (ISO), tasks (how many)."""
+    """Every project by name: id, name, description, created, updated (ISO), task_count."""
     counts = (select(_TASKS.c.project_id, func.count(_TASKS.c.id).label("n"))
               .group_by(_TASKS.c.project_id).subquery())
     q = (select(_PROJECTS, func.coalesce(counts.c.n, 0).label("n_tasks"))
@@ -378,7 +378,7 @@ def project(store: Store, key: str | int) -> dict[str, Any] | None:
 
 def _project_dict(r: Any) -> dict[str, Any]:
     return {"id": int(r["id"]), "name": r["name"], "description": r["description"], "created": iso(r["created"]),
-            "updated": iso(r["updated"]), "tasks": int(r["n_tasks"] or 0)}
+            "updated": iso(r["updated"]), "task_count": int(r["n_tasks"] or 0)}
 
 
 def _tasks_select():

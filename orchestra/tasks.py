@@ -124,7 +124,7 @@ def add_project(name: str, description: str | None = None, *, actor: str) -> dic
 
 
 def list_projects() -> list[dict[str, Any]]:
-    """Every project: id, name, description, tasks, progress, statuses (count per status)."""
+    """Every project: id, name, description, task_count, progress, statuses (count per status)."""
     from ledger import queries
 
     rows = refresh()
@@ -689,6 +689,8 @@ async def execute_task(task_id: Any, *, actor: str, reason: str | None = None) -
     tags = [f"orchestra-task:{task['id']}"] + ([f"orchestra-project:{task['project']}"] if task["project"] else [])
     try:
         flow_run_id = await runs.start(request, tags=tags, on_created=claim)
+    except TaskError:
+        raise
     except ValueError as exc:
         raise TaskError(f"task {task['id']}: {exc}") from None
     return {"task_id": task["id"], "flow_run_id": flow_run_id}

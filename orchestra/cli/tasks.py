@@ -324,7 +324,7 @@ def project_list(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in ("id", "name", "tasks", "progress", "statuses", "description"):
         table.add_column(col)
     for p in rows:
-        table.add_row(str(p["id"]), escape(p["name"]), str(p["tasks"]), f"{_bar(p['progress'])} {_percent(p['progress'])}",
+        table.add_row(str(p["id"]), escape(p["name"]), str(p["task_count"]), f"{_bar(p['progress'])} {_percent(p['progress'])}",
                       ", ".join(f"{n} {s}" for s, n in p["statuses"].items()), escape(p["description"] or ""))
     out.print(table)
 
