@@ -27,7 +27,7 @@ from core.redact import redact
 from core.settings import settings
 from flows.spec import WorkflowError, coerce_inputs, parse_text, parse_workflow
 
-__all__ = ["INSTRUCTION", "Plan", "PlannerError", "planner_agent", "write_workflow"]
+__all__ = ["INSTRUCTION", "Plan", "PlannerError", "PlannerSettingError", "planner_agent", "write_workflow"]
 
 PLANNER = "planner"
 INSTRUCTION = ("You plan work for Orchestra, which runs AI-agent workflows as DAGs of steps. You answer with "
@@ -47,7 +47,11 @@ Rules:
 
 
 class PlannerError(RuntimeError):
-    """The planner could not be asked (a setting, credentials, the provider failed)."""
+    """The planner could not be asked (credentials, the provider failed)."""
+
+
+class PlannerSettingError(ValueError):
+    """The ``planner`` setting names neither an agent nor a model (the user fixes it)."""
 
 
 @dataclass
@@ -72,12 +76,13 @@ class Plan:
 
 def planner_agent() -> AgentConfig | None:
     """The agent that plans, or None (no planner: tasks get the shipped ``task`` workflow).
-    PlannerError naming ORCHESTRA_PLANNER when it names neither an agent nor a model."""
+    PlannerSettingError naming ORCHESTRA_PLANNER when it names neither an agent nor a model
+    (or an agent file is broken)."""
     wanted = settings().planner
     try:
         registry = load_registry()
     except ValueError as exc:
-        raise PlannerError(f"agents/: {exc}") from None
+        raise PlannerSettingError(f"agents/: {exc}") from None
     if wanted is None:
         return registry.get(PLANNER)
     if wanted in registry:
@@ -85,7 +90,7 @@ def planner_agent() -> AgentConfig | None:
     try:
         parse_model(wanted)
     except ValueError:
-        raise PlannerError(f"ORCHESTRA_PLANNER={wanted}: no agent by that name in agents/ "
+        raise PlannerSettingError(f"ORCHESTRA_PLANNER={wanted}: no agent by that name in agents/ "
                            f"({', '.join(sorted(registry)) or 'none'}) and not a model string "
                            "(provider:model, e.g. openai:gpt-4.1-mini)") from None
     return AgentConfig(name=PLANNER, model=wanted, instruction=INSTRUCTION, temperature=0)

@@ -561,7 +561,10 @@ async def plan_task(task_id: Any, *, actor: str) -> dict[str, Any]:
         return _planned(task, source)
     if task["status"] == "running":
         raise TaskError(f"task {task['id']} is running: plan it again once its run ends")
-    agent = planning.planner_agent()
+    try:
+        agent = planning.planner_agent()
+    except planning.PlannerSettingError as exc:
+        raise TaskError(str(exc)) from None
     target = f"task:{task['id']}"
     if agent is None:
         changes = {"workflow": DEFAULT_WORKFLOW, "definition": None, "inputs": None,

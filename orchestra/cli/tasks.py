@@ -173,19 +173,26 @@ def _print_task(t: dict) -> None:
             err.print(f"  - {escape(e)}", highlight=False)
     if t["runs"]:
         runs = Table(title="runs", title_justify="left")
-        for col in ("flow run", "workflow", "state", "progress", "started", "ended", "cost $"):
+        runs.add_column("flow run", no_wrap=True, min_width=36)
+        for col in ("workflow", "state", "progress", "started (UTC)", "ended (UTC)", "cost $"):
             runs.add_column(col)
         for r in t["runs"]:
             runs.add_row(r["flow_run_id"], r["workflow"] or "", r["state"] or "starting", _percent(r["progress"]),
-                         r["started"] or "", r["ended"] or "", f"{r['cost_usd']:.6f}")
+                         _when(r["started"]), _when(r["ended"]), f"{r['cost_usd']:.6f}")
         out.print(runs)
     history = Table(title="history", title_justify="left")
-    for col in ("at", "by", "field", "from", "to", "why"):
+    history.add_column("at (UTC)", no_wrap=True)
+    for col in ("by", "field", "from", "to", "why"):
         history.add_column(col, overflow="fold")
     for h in t["history"]:
-        history.add_row(h["at"], escape(h["actor"]), h["field"], escape(_clip(h["old"])), escape(_clip(h["new"])),
+        history.add_row(_when(h["at"]), escape(h["actor"]), h["field"], escape(_clip(h["old"])), escape(_clip(h["new"])),
                         escape(h["reason"] or ""))
     out.print(history)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    return (iso or "")[:19].replace("T", " ")
 
 
 def _clip(text: str | None, n: int = 60) -> str:

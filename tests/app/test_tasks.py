@@ -388,11 +388,9 @@ def test_without_a_planner_a_task_gets_the_shipped_task_workflow(orchestra_env, 
 
 
 def test_a_planner_setting_that_names_nothing_is_a_clear_error(orchestra_env, monkeypatch):
-    from orchestra.planner import PlannerError
-
     monkeypatch.setenv("ORCHESTRA_PLANNER", "nobody-at-all")
     task = T.add_task("Add login", actor=ACTOR)
-    with pytest.raises(PlannerError, match="ORCHESTRA_PLANNER=nobody-at-all: no agent by that name"):
+    with pytest.raises(T.TaskError, match="ORCHESTRA_PLANNER=nobody-at-all: no agent by that name"):
         asyncio.run(T.plan_task(task["id"], actor=ACTOR))
     assert T.get_task(task["id"])["status"] == "todo"
 
