@@ -399,6 +399,9 @@ def _url_host(host: str) -> str:
 def serve_http(host: str, port: int) -> None:
     """Serve the tools over streamable HTTP on ``host:port`` until SIGINT/SIGTERM. SystemExit
     2 (a message on stderr) on a non-loopback host without the ``mcp_token`` setting."""
+    import contextlib
+    import signal
+
     import uvicorn
 
     from orchestra.runtime import is_loopback
@@ -412,6 +415,20 @@ def serve_http(host: str, port: int) -> None:
     app = http_app(host, token)
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            """SIGTERM/SIGINT end the server gracefully and the process with 0 (uvicorn's own
+            handling raises the signal again once it has stopped)."""
+            def stop(*_: Any) -> None:
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if self.servers and self.servers[0].sockets:
@@ -421,7 +438,7 @@ def serve_http(host: str, port: int) -> None:
                       file=sys.stderr, flush=True)
 
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                   lifespan="on"))
+                                   lifespan="on", timeout_graceful_shutdown=5))
     server.run()
     if not server.started:
         print(f"orchestra mcp: could not listen on {host}:{port} (see above)", file=sys.stderr)

@@ -703,15 +703,29 @@ def _status(rows: list[dict[str, Any]], task_id: int) -> str:
     return next(r["status"] for r in rows if r["id"] == task_id)
 
 
-async def wait_for_task(task_id: Any, flow_run_id: str) -> dict[str, Any]:
-    """Wait for a task's flow run to reach a final state (Prefect's ``wait_for_flow_run``),
-    then return the task, its status brought up to date."""
+async def wait_for_task(task_id: Any, flow_run_id: str, *, check_every: int = 10) -> dict[str, Any]:
+    """Wait for a task's flow run to end (Prefect's ``wait_for_flow_run``), then return the
+    task, its status brought up to date. A run asked to cancel stays CANCELLING on the API
+    when nothing executes the cancellation, so every ``check_every`` seconds the task and
+    the ledger are asked too: a cancelled task, or a run the ledger has finished, ends the wait."""
     from uuid import UUID
 
+    import anyio
+    from prefect.exceptions import FlowRunWaitTimeout
     from prefect.flow_runs import wait_for_flow_run
 
-    await wait_for_flow_run(UUID(flow_run_id), timeout=None)
-    return get_task(task_id)
+    from ledger import queries
+
+    while True:
+        try:
+            await wait_for_flow_run(UUID(flow_run_id), timeout=check_every)
+            return get_task(task_id)
+        except FlowRunWaitTimeout:
+            task = await anyio.to_thread.run_sync(get_task, task_id)
+            run = queries.run(_store(), flow_run_id)
+            if task["status"] == "cancelled" or (run is not None and run["state"] != "RUNNING"
+                                                 and task["status"] != "running"):
+                return task
 
 
 async def cancel_task(task_id: Any, *, actor: str) -> dict[str, Any]:

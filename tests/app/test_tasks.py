@@ -22,6 +22,13 @@ ACTOR = "test"
 MINI = "openai:gpt-4.1-mini"
 
 
+@pytest.fixture(autouse=True)
+def _prefect_api_in_the_environment(monkeypatch, prefect_api):
+    """The session's Prefect API as a user configures one (PREFECT_API_URL), so that nothing
+    here starts Orchestra's local server."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+
+
 def _counts(store) -> tuple[int, int, int, int]:
     """Projects, tasks, history rows and task runs in the ledger."""
     rows = queries.tasks(store)
