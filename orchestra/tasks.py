@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.redact import redact
 from core.tasks import EXECUTABLE, PROJECT_RUNS, TASK_STATUSES
 from flows.spec import WorkflowError
 from orchestra import runs
@@ -883,6 +884,9 @@ async def run_project(project: str | int, *, actor: str, limit: int) -> dict[str
                 run = await execute_task(task_id, actor=actor, reason=f"project {p['name']}")
             except (TaskError, PlannerError) as exc:
                 errors[task_id] = str(exc)
+                return
+            except Exception as exc:  # one task that cannot start does not stop the others
+                errors[task_id] = redact(f"{type(exc).__name__}: {exc}")
                 return
             started.append(run)
             await wait_for_task(task_id, run["flow_run_id"])

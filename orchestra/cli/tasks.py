@@ -155,6 +155,7 @@ def show(
 
 
 def _print_task(t: dict) -> None:
+    from rich import box
     from rich.table import Table
 
     out.print(f"[bold]task {t['id']}[/bold]: {escape(t['title'])} — {_status(t['status'])} · "
@@ -172,15 +173,18 @@ def _print_task(t: dict) -> None:
         for e in plan["errors"]:
             err.print(f"  - {escape(e)}", highlight=False)
     if t["runs"]:
-        runs = Table(title="runs", title_justify="left")
+        runs = Table(title="runs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                     collapse_padding=True)
         runs.add_column("flow run", no_wrap=True, min_width=36)
-        for col in ("workflow", "state", "progress", "started (UTC)", "ended (UTC)", "cost $"):
-            runs.add_column(col)
+        for col in ("state", "started (UTC)"):
+            runs.add_column(col, no_wrap=True)
+        runs.add_column("cost $", no_wrap=True, min_width=7, justify="right")
         for r in t["runs"]:
-            runs.add_row(r["flow_run_id"], r["workflow"] or "", r["state"] or "starting", _percent(r["progress"]),
-                         _when(r["started"]), _when(r["ended"]), f"{r['cost_usd']:.6f}")
+            state = (r["state"] or "starting") + (f" {_percent(r['progress'])}" if r["state"] == "RUNNING" else "")
+            runs.add_row(r["flow_run_id"], state, _when(r["started"]), f"{r['cost_usd']:.4f}")
         out.print(runs)
-    history = Table(title="history", title_justify="left")
+    history = Table(title="history", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                     collapse_padding=True)
     history.add_column("at (UTC)", no_wrap=True)
     for col in ("by", "field", "from", "to", "why"):
         history.add_column(col, overflow="fold")
