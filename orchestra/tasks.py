@@ -62,6 +62,7 @@ __all__ = [
 SYSTEM = "orchestra"  # the actor of the changes that follow a run
 DEFAULT_WORKFLOW = "task"  # the shipped workflow of a task when no planner is configured
 RUN_GOING = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING")  # Prefect's, and the ledger's RUNNING
+RUN_ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _UNSET: Any = object()
 T = TypeVar("T")
 
@@ -239,7 +240,7 @@ def follow(status: str, run_state: str | None, open_children: bool) -> str:
 
 
 def _prefect_states(flow_run_ids: list[str]) -> dict[str, str]:
-    """Prefect's state of flow runs the ledger has no row of yet (best effort: {} when no
+    """Prefect's state of flow runs the ledger has not seen end (best effort: {} when no
     Prefect API is known or it does not answer)."""
     if not flow_run_ids:
         return {}
@@ -271,9 +272,9 @@ def refresh(project_id: int | None = None, *, no_project: bool = False) -> list[
 
     store = _store()
     rows = queries.tasks(store, project_id=project_id, no_project=no_project)
-    unknown = [r["last_run"]["flow_run_id"] for r in rows
-               if r["status"] == "running" and r["last_run"] and r["last_run"]["state"] is None]
-    prefect = _prefect_states(unknown)
+    going = [r["last_run"]["flow_run_id"] for r in rows
+             if r["status"] == "running" and r["last_run"] and r["last_run"]["state"] in (None, "RUNNING")]
+    prefect = _prefect_states(going)  # a run that crashed, or ended before the engine wrote it
     by_id = {r["id"]: r for r in rows}
     children: dict[int, list[int]] = {r["id"]: [] for r in rows}
     for r in rows:
@@ -289,7 +290,8 @@ def refresh(project_id: int | None = None, *, no_project: bool = False) -> list[
 
     for r in sorted(rows, key=depth, reverse=True):  # children before their parents
         last = r["last_run"] or {}
-        state = last.get("state") or prefect.get(last.get("flow_run_id", ""))
+        seen = prefect.get(last.get("flow_run_id", ""))
+        state = seen if seen in RUN_ENDED else (last.get("state") or seen)
         open_children = any(not _closed(by_id[c]["status"]) for c in children[r["id"]])
         new = follow(r["status"], state, open_children)
         if new == r["status"]:
