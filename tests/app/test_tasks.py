@@ -302,6 +302,38 @@ def test_cancel_a_running_task_sets_cancelling_and_the_task_stays_cancelled(orch
         asyncio.run(T.cancel_task(task["id"], actor=ACTOR))
 
 
+def _engine_pid(flow_run_id: str) -> int:
+    """The process `runs.start` launched for a flow run (`python -m prefect.engine <id>`)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"prefect.engine" in args and flow_run_id.encode() in args:
+            return int(proc.name)
+    raise LookupError(flow_run_id)
+
+
+def test_a_run_whose_process_is_terminated_makes_the_task_failed(orchestra_env, openai_fake, tmp_path):
+    """The ledger never sees such a run end: the task follows Prefect's state (CRASHED)."""
+    import os
+    import signal
+
+    openai_fake.configure(latency_ms=5000)
+    wf = tmp_path / "slow.yaml"
+    wf.write_text(yaml.safe_dump({"name": "slow", "agents": {"a": {"model": MINI}},
+                                  "steps": [{"id": "think", "agent": "a", "prompt": f"Think {uuid.uuid4().hex}"}]}))
+    task = T.add_task("Think slowly", workflow=str(wf), actor=ACTOR)
+    run = asyncio.run(T.execute_task(task["id"], actor=ACTOR))
+    _until(lambda: any(s["state"] == "RUNNING" for s in queries.steps(orchestra_env, run["flow_run_id"])),
+           "the step to run")
+    os.kill(_engine_pid(run["flow_run_id"]), signal.SIGTERM)  # the process this test started
+    failed = _until(lambda: (t := T.get_task(task["id"]))["status"] != "running" and t, "the task to follow")
+    assert failed["status"] == "failed"
+    assert queries.run(orchestra_env, run["flow_run_id"])["state"] == "RUNNING"  # the engine never finished it
+    assert f"flow run {run['flow_run_id']} CRASHED" in failed["history"][-1]["reason"]
+
+
 # --------------------------------------------------------------------------- the planner
 
 
