@@ -164,9 +164,10 @@ def mcp_command(
     http: bool = typer.Option(False, "--http", help="Serve streamable HTTP (at /mcp) instead of stdio"),
     host: str = typer.Option("127.0.0.1", "--host", help="--http: the address to listen on (a non-loopback one "
                                                          "needs ORCHESTRA_MCP_TOKEN)"),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="--http: the port (0: a free one)"),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535,
+                                       help="--http: the port (default 8765; 0: a free one)"),
 ) -> None:
     """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...), or streamable HTTP."""
-    from orchestra.mcp_server import main as serve
+    from orchestra.mcp_server import DEFAULT_HTTP_PORT, main as serve
 
-    serve(http=http, host=host, port=port)
+    serve(http=http, host=host, port=DEFAULT_HTTP_PORT if port is None else port)
