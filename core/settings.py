@@ -19,12 +19,13 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "settings", "reload_settings", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "fast-agent:passthrough"
+MIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -84,8 +85,16 @@ class Settings(BaseSettings):
     mcp_start_timeout: float = Field(default=30.0, gt=0,
                                      description="Seconds an MCP server an agent uses may take to start")
 
+    # tasks and projects (orchestra.tasks)
+    planner: str | None = Field(default=None, description="The planner of tasks without a workflow: an agent "
+                                                         "name in agents/ or a model string (default: the "
+                                                         "`planner` agent if agents/ has one, else none)")
+    project_concurrency: int = Field(default=4, ge=1, le=100,
+                                     description="Task runs of one project in flight at once")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
+    mcp_token: SecretStr | None = Field(default=None, description="Bearer token `orchestra mcp --http` requires")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")
 
     @field_validator("home")
@@ -93,10 +102,18 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", "dagger_block", mode="before")
+    @field_validator("db_url", "store_block", "router_model", "fast_agent_block", "dagger_block", "planner",
+                     "mcp_token", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mcp_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)")
+        return value
 
     @field_validator("default_model", mode="before")
     @classmethod
@@ -126,7 +143,10 @@ def _load() -> Settings:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
             value = err.get("input")
-            shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and len(str(value)) < 80 else ""
+            secret = Settings.model_fields.get(field) is not None and Settings.model_fields[field].annotation in (
+                SecretStr, SecretStr | None)
+            shown = (f" (got {value!r})" if not secret and isinstance(value, (str, int, float))
+                     and len(str(value)) < 80 else "")
             problems.append(f"ORCHESTRA_{field.upper()}: {err['msg'].removeprefix('Value error, ')}{shown}")
         raise SettingsError("; ".join(problems)) from None
 

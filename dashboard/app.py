@@ -34,6 +34,7 @@ page = st.navigation(
             st.Page(VIEWS / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
         ],
         "Manage": [
+            st.Page(VIEWS / "tasks.py", title="Tasks", icon=":material/task_alt:", url_path="tasks"),
             st.Page(VIEWS / "agents.py", title="Agents", icon=":material/smart_toy:", url_path="agents"),
             st.Page(VIEWS / "configuration.py", title="Configuration", icon=":material/settings:",
                     url_path="configuration"),

@@ -13,6 +13,8 @@ Tables:
 * ``health_checks`` -- results of ``orchestra agents health`` probes.
 * ``steps`` -- every step of a run and its state (revision 0004).
 * ``tool_calls`` -- one row per tool call an agent asked for (revision 0007).
+* ``projects`` / ``tasks`` / ``task_history`` / ``task_runs`` -- work items, every
+  change to one, and the flow runs that executed one (revision 0008, ``orchestra.tasks``).
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
@@ -56,6 +58,10 @@ __all__ = [
     "DeadLetter",
     "ProviderLimit",
     "HealthCheck",
+    "Project",
+    "Task",
+    "TaskHistory",
+    "TaskRun",
     "UTCDateTime",
     "RUN_STATES",
     "FINAL_RUN_STATES",
@@ -336,3 +342,73 @@ class HealthCheck(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_health_checks_agent_created", "agent", "created"),)
+
+
+# --------------------------------------------------------------------------- revision 0008
+
+
+class Project(Base):
+    """A named group of tasks (``orchestra projects add``)."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Task(Base):
+    """A work item: what to do, who does it, the workflow that executes it, its status (``core.tasks``)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    project_id: Mapped[int | None] = mapped_column(CallId, ForeignKey("projects.id", ondelete="CASCADE"),
+                                                   nullable=True, index=True)
+    parent_id: Mapped[int | None] = mapped_column(CallId, ForeignKey("tasks.id", ondelete="CASCADE"),
+                                                  nullable=True, index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="todo", server_default="todo")
+    assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    labels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    # a shipped workflow's name or a file's absolute path; or `definition`, the workflow itself
+    workflow: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # how the workflow came to be: source, planner, model, attempts, errors, cost
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    depends_on: Mapped[list[int] | None] = mapped_column(JSONType, nullable=True)  # task ids
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TaskHistory(Base):
+    """One change of a task: who or what made it, when, the field, from, to and why."""
+
+    __tablename__ = "task_history"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(CallId, ForeignKey("tasks.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    field: Mapped[str] = mapped_column(String(32))
+    old: Mapped[str | None] = mapped_column(Text, nullable=True)
+    new: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_task_history_task_id_id", "task_id", "id"),)
+
+
+class TaskRun(Base):
+    """A flow run that executed a task (its state is the run's, in ``runs``, once the engine wrote it)."""
+
+    __tablename__ = "task_runs"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(CallId, ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -11,6 +11,8 @@ Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), 
 Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
+Tasks:     :func:`projects`, :func:`project`, :func:`tasks`, :func:`task`, :func:`task_history`,
+           :func:`task_runs`, :func:`task_of_run`
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from sqlalchemy import case, func, select
 from core.calls import counts_as_attempt
 from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
-from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run,
-                           Step, ToolCall)
+from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck,
+                           Project, Run, Step, Task, TaskHistory, TaskRun, ToolCall)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
     "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
-    "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
-    "steps", "tool_calls", "totals", "unfinished_runs", "unpriced",
+    "dead_letters", "health", "kpis", "limits", "progress", "project", "projects", "run", "run_steps", "run_workflows",
+    "runs", "step_attempts", "steps", "task", "task_history", "task_of_run", "task_runs", "tasks", "tool_calls",
+    "totals", "unfinished_runs", "unpriced",
 ]
 
 UTC = timezone.utc
@@ -43,6 +46,10 @@ _DEAD = DeadLetter.__table__
 _HEALTH = HealthCheck.__table__
 _STEPS = Step.__table__
 _TOOL_CALLS = ToolCall.__table__
+_PROJECTS = Project.__table__
+_TASKS = Task.__table__
+_TASK_HISTORY = TaskHistory.__table__
+_TASK_RUNS = TaskRun.__table__
 
 
 # --------------------------------------------------------------------------- runs
@@ -370,3 +377,134 @@ def tool_calls(store: Store, flow_run_id: str, step: str | None = None) -> list[
              "tool": r["tool"], "call_id": r["call_id"], "arguments": r["arguments"], "outcome": r["outcome"],
              "ok": r["outcome"] == "ok", "duration_s": float(r["duration_s"] or 0.0), "error": r["error"],
              "created": iso(r["created"])} for r in rows]
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def projects(store: Store) -> list[dict[str, Any]]:
+    """Every project by name: id, name, description, created, updated (ISO), task_count."""
+    counts = (select(_TASKS.c.project_id, func.count(_TASKS.c.id).label("n"))
+              .group_by(_TASKS.c.project_id).subquery())
+    q = (select(_PROJECTS, func.coalesce(counts.c.n, 0).label("n_tasks"))
+         .select_from(_PROJECTS.outerjoin(counts, counts.c.project_id == _PROJECTS.c.id))
+         .order_by(_PROJECTS.c.name))
+    with store._read() as conn:
+        return [_project_dict(r) for r in conn.execute(q).mappings()]
+
+
+def project(store: Store, key: str | int) -> dict[str, Any] | None:
+    """One project by name (or id: an int, or digits no project is named), as in
+    :func:`projects`; None when there is none."""
+    with store._read() as conn:
+        found = None
+        if isinstance(key, str):
+            found = conn.execute(select(_PROJECTS).where(_PROJECTS.c.name == key)).mappings().first()
+        if found is None and (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+            found = conn.execute(select(_PROJECTS).where(_PROJECTS.c.id == int(key))).mappings().first()
+        if found is None:
+            return None
+        n = conn.execute(select(func.count(_TASKS.c.id)).where(_TASKS.c.project_id == found["id"])).scalar_one()
+    return _project_dict({**found, "n_tasks": n})
+
+
+def _project_dict(r: Any) -> dict[str, Any]:
+    return {"id": int(r["id"]), "name": r["name"], "description": r["description"], "created": iso(r["created"]),
+            "updated": iso(r["updated"]), "task_count": int(r["n_tasks"] or 0)}
+
+
+def _tasks_select():
+    """Tasks with their project's name, their number of runs and their latest run (its
+    ledger state, None while the engine has not written it)."""
+    latest = (select(_TASK_RUNS.c.task_id, func.max(_TASK_RUNS.c.id).label("last_id"),
+                     func.count(_TASK_RUNS.c.id).label("n_runs"))
+              .group_by(_TASK_RUNS.c.task_id).subquery())
+    last = _TASK_RUNS.alias("last_run")
+    return (select(_TASKS, _PROJECTS.c.name.label("project"), func.coalesce(latest.c.n_runs, 0).label("n_runs"),
+                   last.c.flow_run_id.label("last_flow_run_id"), last.c.created.label("last_created"),
+                   _RUNS.c.state.label("last_state"), _RUNS.c.started.label("last_started"),
+                   _RUNS.c.ended.label("last_ended"), _RUNS.c.cost_usd.label("last_cost_usd"))
+            .select_from(_TASKS.outerjoin(_PROJECTS, _PROJECTS.c.id == _TASKS.c.project_id)
+                         .outerjoin(latest, latest.c.task_id == _TASKS.c.id)
+                         .outerjoin(last, last.c.id == latest.c.last_id)
+                         .outerjoin(_RUNS, _RUNS.c.flow_run_id == last.c.flow_run_id)))
+
+
+def _task_dict(r: Any) -> dict[str, Any]:
+    last = None
+    if r["last_flow_run_id"] is not None:
+        last = {"flow_run_id": r["last_flow_run_id"], "state": r["last_state"], "created": iso(r["last_created"]),
+                "started": iso(r["last_started"]), "ended": iso(r["last_ended"]),
+                "cost_usd": float(r["last_cost_usd"] or 0.0)}
+    return {"id": int(r["id"]), "project_id": r["project_id"], "project": r["project"], "parent_id": r["parent_id"],
+            "title": r["title"], "description": r["description"], "status": r["status"], "assignee": r["assignee"],
+            "labels": list(r["labels"] or []), "workflow": r["workflow"], "inputs": dict(r["inputs"] or {}),
+            "definition": r["definition"], "plan": r["plan"], "depends_on": [int(i) for i in r["depends_on"] or []],
+            "created": iso(r["created"]), "updated": iso(r["updated"]), "runs": int(r["n_runs"] or 0),
+            "last_run": last}
+
+
+def tasks(store: Store, *, project_id: int | None = None, status: str | None = None,
+          ids: list[int] | None = None, no_project: bool = False) -> list[dict[str, Any]]:
+    """Tasks by id: id, project_id, project (its name), parent_id, title, description,
+    status, assignee, labels, workflow, inputs, definition, plan, depends_on (task ids),
+    created, updated (ISO), runs (how many) and last_run (flow_run_id, state in the
+    ledger or None while the engine has not written the run, created, started, ended,
+    cost_usd) or None. ``no_project``: only the tasks outside any project."""
+    q = _tasks_select().order_by(_TASKS.c.id)
+    if project_id is not None:
+        q = q.where(_TASKS.c.project_id == int(project_id))
+    if no_project:
+        q = q.where(_TASKS.c.project_id.is_(None))
+    if status is not None:
+        q = q.where(_TASKS.c.status == status)
+    if ids is not None:
+        q = q.where(_TASKS.c.id.in_([int(i) for i in ids]))
+    with store._read() as conn:
+        return [_task_dict(r) for r in conn.execute(q).mappings()]
+
+
+def task(store: Store, task_id: int) -> dict[str, Any] | None:
+    """One task, as in :func:`tasks`, or None."""
+    with store._read() as conn:
+        row = conn.execute(_tasks_select().where(_TASKS.c.id == int(task_id))).mappings().first()
+    return None if row is None else _task_dict(row)
+
+
+def task_history(store: Store, task_id: int) -> list[dict[str, Any]]:
+    """Every change of a task, oldest first: at (ISO), actor, field, old, new, reason."""
+    q = select(_TASK_HISTORY).where(_TASK_HISTORY.c.task_id == int(task_id)).order_by(_TASK_HISTORY.c.id)
+    with store._read() as conn:
+        return [{"at": iso(r["at"]), "actor": r["actor"], "field": r["field"], "old": r["old"], "new": r["new"],
+                 "reason": r["reason"]} for r in conn.execute(q).mappings()]
+
+
+def task_runs(store: Store, task_id: int) -> list[dict[str, Any]]:
+    """The flow runs that executed a task, oldest first: flow_run_id, actor, created, and
+    from the ledger (None/zeros until the engine wrote the run) workflow, state, started,
+    ended, duration_s, calls, cost_usd (a running run's summed live)."""
+    q = (select(_TASK_RUNS.c.flow_run_id, _TASK_RUNS.c.actor, _TASK_RUNS.c.created, _RUNS.c.workflow,
+                _RUNS.c.state, _RUNS.c.started, _RUNS.c.ended, _RUNS.c.duration_s, _RUNS.c.calls, _RUNS.c.cost_usd)
+         .select_from(_TASK_RUNS.outerjoin(_RUNS, _RUNS.c.flow_run_id == _TASK_RUNS.c.flow_run_id))
+         .where(_TASK_RUNS.c.task_id == int(task_id)).order_by(_TASK_RUNS.c.id))
+    with store._read() as conn:
+        found = [{"flow_run_id": r["flow_run_id"], "actor": r["actor"], "created": iso(r["created"]),
+                  "workflow": r["workflow"], "state": r["state"], "started": iso(r["started"]),
+                  "ended": iso(r["ended"]), "duration_s": r["duration_s"], "calls": int(r["calls"] or 0),
+                  "cost_usd": float(r["cost_usd"] or 0.0)} for r in conn.execute(q).mappings()]
+        running = [r["flow_run_id"] for r in found if r["state"] == "RUNNING"]
+        if running:
+            live = conn.execute(totals_select().add_columns(_CALLS.c.flow_run_id)
+                                .where(_CALLS.c.flow_run_id.in_(running)).group_by(_CALLS.c.flow_run_id)).mappings()
+            by_id = {row["flow_run_id"]: totals_dict(row) for row in live}
+            for r in found:
+                if r["flow_run_id"] in by_id:
+                    r.update(calls=by_id[r["flow_run_id"]]["calls"], cost_usd=by_id[r["flow_run_id"]]["cost_usd"])
+    return found
+
+
+def task_of_run(store: Store, flow_run_id: str) -> int | None:
+    """The task a flow run executed, or None."""
+    with store._read() as conn:
+        found = conn.execute(select(_TASK_RUNS.c.task_id).where(_TASK_RUNS.c.flow_run_id == flow_run_id)).first()
+    return None if found is None else int(found[0])

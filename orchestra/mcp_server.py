@@ -1,6 +1,9 @@
-"""`orchestra mcp`: Orchestra as an MCP server over stdio (the official `mcp` SDK's FastMCP).
+"""`orchestra mcp`: Orchestra as an MCP server (the official `mcp` SDK's FastMCP), over
+stdio, or streamable HTTP with ``orchestra mcp --http [--host 127.0.0.1] [--port 8765]``.
 
-The tools are the `orchestra` commands, returning what their ``--json`` prints:
+The tools are the `orchestra` commands, returning what their ``--json`` prints (the
+task tools, ``create_task`` ... ``execute_workflows_for_project``, are in
+``orchestra.mcp_tasks``):
 
 | tool | CLI |
 | --- | --- |
@@ -23,6 +26,12 @@ that fails is not a tool error: its report says ``"state": "FAILED"`` and why.
 Stdout belongs to the protocol: :func:`main` keeps the real stdout for it and points
 file descriptor 1 at stderr, so nothing else (Prefect, rich, fast-agent, a child
 process) can write a stray line into the JSON-RPC stream.
+
+Over HTTP, with the ``mcp_token`` setting (``ORCHESTRA_MCP_TOKEN``) set, every request
+without ``Authorization: Bearer <that token>`` is refused with 401 by the SDK's own
+bearer-auth middleware; without it the server listens on a loopback address only (and
+refuses requests whose Host or Origin is not loopback: DNS rebinding). The token is
+never logged or shown.
 """
 
 from __future__ import annotations
@@ -34,9 +43,7 @@ import os
 import re
 import sys
 import threading
-import warnings
-from contextlib import contextmanager
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.fastmcp import FastMCP
@@ -47,15 +54,22 @@ from pydantic import Field
 from core.redact import redact
 from core.settings import settings
 from flows.spec import WorkflowError
+from orchestra import mcp_tasks  # noqa: F401  (declares the task tools)
 from orchestra import runs as runner
+from orchestra.mcp_common import (READ_ONLY, WorkflowArg, build, jsonable, prepare_engine, prepare_engine_now,
+                                  resource, tool, user_errors)
 
 log = logging.getLogger("orchestra.mcp")
 
 INSTRUCTIONS = """Orchestra runs AI-agent workflows (DAGs of LLM steps) as Prefect flow runs and keeps a
 cost ledger. Read orchestra://workflows for the shipped workflows; run one with run_workflow
 (a shipped name like "hello", a file path, or an inline definition); check a definition with
-validate_workflow; query past runs and spending with list_runs, get_run and costs."""
-
+validate_workflow; query past runs and spending with list_runs, get_run and costs.
+Work items are tasks: create_project, create_task, create_workflow_from_task (shows the workflow
+a task will run), execute_task_workflow (returns at once), get_workflow_status (state, steps,
+progress, cost), get_task; a whole project with create_workflows_for_project and
+execute_workflows_for_project."""
+DEFAULT_HTTP_PORT = 8765
 
 
 class _OneRecord(logging.Formatter):
@@ -82,71 +96,15 @@ def _stderr_logging() -> None:
 
 
 _stderr_logging()
-with warnings.catch_warnings():  # pydantic-settings' IncompleteFieldDefinitionWarning on FastMCP's own Settings
-    warnings.simplefilter("ignore")
-    mcp = FastMCP("orchestra", instructions=INSTRUCTIONS, log_level="WARNING")
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-
-WorkflowArg = Annotated[
-    str | dict[str, Any],
-    Field(description="A workflow file path (.yaml/.yml/.json/.py; relative paths are read from the server's "
-                      "working directory), the name of a shipped workflow (see orchestra://workflows), or an "
-                      "inline definition: an object with name/steps/... (or the /run-graph format), or its "
-                      "YAML/JSON text."),
-]
-
-
-@contextmanager
-def _user_errors(what: str) -> Iterator[None]:
-    """Errors a user can cause -> one clear ToolError; anything else -> one redacted line."""
-    try:
-        yield
-    except ToolError:
-        raise
-    except (WorkflowError, ValueError) as exc:
-        raise ToolError(redact(str(exc))) from None
-    except RuntimeError as exc:
-        raise ToolError(redact(f"{what}: {exc}")) from None
-    except Exception as exc:
-        message = redact(f"{what}: {type(exc).__name__}: {exc}")
-        log.error("%s", message)
-        if settings().debug:
-            log.error("traceback", exc_info=True)
-        raise ToolError(message) from None
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+_user_errors = user_errors
+_jsonable = jsonable
+_prepare_engine = prepare_engine
+_prepare_engine_now = prepare_engine_now
 
 
 # ---------------------------------------------------------------------------
 # running
-
-
-_engine_lock = threading.Lock()
-_engine_ready = False
-
-
-def _prepare_engine_now() -> None:
-    """A Prefect API for this process, then the engine imported: once (blocking)."""
-    global _engine_ready
-    with _engine_lock:
-        if _engine_ready:
-            return
-        try:
-            runner.ensure_prefect(echo=lambda m: log.warning("%s", m))
-        except RuntimeError as exc:
-            raise RuntimeError(f"Prefect: {exc}") from None
-        import flows.engine  # noqa: F401
-        import orchestra.flow  # noqa: F401
-
-        _engine_ready = True
-
-
-async def _prepare_engine() -> None:
-    if not _engine_ready:
-        await anyio.to_thread.run_sync(_prepare_engine_now)
 
 
 def _warm_up() -> None:
@@ -171,7 +129,7 @@ def _warm_up() -> None:
         log.debug("warm-up: %s", redact(str(exc)))
 
 
-@mcp.tool(title="Run a workflow",
+@tool(title="Run a workflow",
           annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
 async def run_workflow(
     workflow: WorkflowArg,
@@ -198,7 +156,7 @@ async def run_workflow(
 # definitions
 
 
-@mcp.tool(title="Validate a workflow", annotations=READ_ONLY)
+@tool(title="Validate a workflow", annotations=READ_ONLY)
 def validate_workflow(workflow: WorkflowArg) -> dict[str, Any]:
     """Check a workflow definition without running it. Returns {ok, workflow, source, steps, errors,
     warnings}: every problem at once, each naming its file and step or line; warnings do not make
@@ -213,7 +171,7 @@ def validate_workflow(workflow: WorkflowArg) -> dict[str, Any]:
             "warnings": [redact(f"{wf.source}: {w}") for w in wf.warnings]}
 
 
-@mcp.tool(title="A workflow's DAG as Mermaid", annotations=READ_ONLY)
+@tool(title="A workflow's DAG as Mermaid", annotations=READ_ONLY)
 def workflow_graph(workflow: WorkflowArg) -> str:
     """The workflow's DAG as a Mermaid flowchart (what `orchestra graph` prints)."""
     with _user_errors("workflow_graph"):
@@ -231,7 +189,7 @@ def _store():
     return ledger()
 
 
-@mcp.tool(title="Recent runs", annotations=READ_ONLY)
+@tool(title="Recent runs", annotations=READ_ONLY)
 def list_runs(
     limit: Annotated[int, Field(ge=1, le=1000, description="How many, newest first")] = 20,
     workflow: Annotated[str | None, Field(description="Only runs of this workflow (its name)")] = None,
@@ -244,7 +202,7 @@ def list_runs(
         return {"runs": _jsonable(queries.runs(_store(), limit=limit, workflow=workflow))}
 
 
-@mcp.tool(title="One run", annotations=READ_ONLY)
+@tool(title="One run", annotations=READ_ONLY)
 def get_run(flow_run_id: Annotated[str, Field(description="A flow_run_id from list_runs or run_workflow")]) -> dict[str, Any]:
     """One run from the ledger with its totals, inputs and every agent call (step, agent, model,
     tokens, cost, latency, error)."""
@@ -257,7 +215,7 @@ def get_run(flow_run_id: Annotated[str, Field(description="A flow_run_id from li
         return _jsonable(row)
 
 
-@mcp.tool(title="Cost totals", annotations=READ_ONLY)
+@tool(title="Cost totals", annotations=READ_ONLY)
 def costs(
     by: Annotated[Literal["model", "agent", "workflow", "day"], Field(description="Group by")] = "model",
 ) -> dict[str, Any]:
@@ -281,7 +239,7 @@ def _registry() -> dict[str, Any]:
     return load_registry()
 
 
-@mcp.tool(title="The agents", annotations=READ_ONLY)
+@tool(title="The agents", annotations=READ_ONLY)
 def list_agents() -> dict[str, Any]:
     """The agent registry (agents/*.yaml): {agents: [{name, model, capabilities, description}]}."""
     from agents.base import default_model
@@ -292,7 +250,7 @@ def list_agents() -> dict[str, Any]:
                            for a in _registry().values()]}
 
 
-@mcp.tool(title="One agent", annotations=READ_ONLY)
+@tool(title="One agent", annotations=READ_ONLY)
 def show_agent(name: Annotated[str, Field(description="An agent name from list_agents")]) -> dict[str, Any]:
     """One agent's definition (model, instruction, temperature, capabilities, fallback, ...)."""
     with _user_errors("show_agent"):
@@ -306,14 +264,14 @@ def show_agent(name: Annotated[str, Field(description="An agent name from list_a
 # resources
 
 
-@mcp.resource("orchestra://workflows", name="workflows", title="Shipped workflows", mime_type="application/json",
+@resource("orchestra://workflows", name="workflows", title="Shipped workflows", mime_type="application/json",
               description="The workflows that ship with Orchestra (deployments/workflows): name, description, "
                           "type, steps, inputs. Pass a name to run_workflow.")
 def workflows_resource() -> str:
     return json.dumps(runner.shipped(), indent=2)
 
 
-@mcp.resource("orchestra://workflows/{name}", name="workflow", title="A shipped workflow's definition",
+@resource("orchestra://workflows/{name}", name="workflow", title="A shipped workflow's definition",
               mime_type="application/yaml", description="The definition file of one shipped workflow.")
 def workflow_resource(name: str) -> str:
     path = runner.shipped_file(name) if re.fullmatch(r"[A-Za-z0-9_-]+", name) else None
@@ -322,7 +280,7 @@ def workflow_resource(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@mcp.resource("orchestra://runs/{flow_run_id}", name="run", title="A run from the ledger",
+@resource("orchestra://runs/{flow_run_id}", name="run", title="A run from the ledger",
               mime_type="application/json", description="One run with its totals, inputs and agent calls.")
 def run_resource(flow_run_id: str) -> str:
     from ledger import queries
@@ -335,6 +293,9 @@ def run_resource(flow_run_id: str) -> str:
 
 # ---------------------------------------------------------------------------
 # serving
+
+
+mcp: FastMCP = build(INSTRUCTIONS)  # every declared tool and resource, served over stdio
 
 
 def _claim_stdout():
@@ -397,8 +358,98 @@ async def _serve(protocol_out) -> None:
         tg.cancel_scope.cancel()  # stdin closed: the client is gone
 
 
-def main() -> None:
-    """Serve MCP over stdio until stdin closes or SIGTERM/SIGINT; then exit 0 (the ledger flushed)."""
+class _StaticToken:
+    """The SDK's TokenVerifier for one shared bearer token (compared in constant time)."""
+
+    def __init__(self, token: str):
+        self._expected = token.encode()
+
+    async def verify_token(self, token: str):
+        import hmac
+
+        from mcp.server.auth.provider import AccessToken
+
+        if hmac.compare_digest(token.strip().encode(), self._expected):
+            return AccessToken(token="***", client_id="orchestra-mcp-client", scopes=[])
+        return None
+
+
+def http_app(host: str, token: str | None):
+    """The streamable HTTP app (``/mcp``) with every tool: the bearer token required when
+    given; on a loopback host, requests with a non-loopback Host or Origin refused."""
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from orchestra.runtime import is_loopback
+
+    options: dict[str, Any] = {}
+    if token:
+        options.update(auth=AuthSettings(issuer_url=f"http://{_url_host(host)}", resource_server_url=None),
+                       token_verifier=_StaticToken(token))
+    if is_loopback(host):
+        local = ["127.0.0.1", "localhost", "[::1]"]
+        options["transport_security"] = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=[f"{h}:*" for h in local],
+            allowed_origins=[f"http://{h}:*" for h in local])
+    return build(INSTRUCTIONS, **options).streamable_http_app()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def serve_http(host: str, port: int) -> None:
+    """Serve the tools over streamable HTTP on ``host:port`` until SIGINT/SIGTERM. SystemExit
+    2 (a message on stderr) on a non-loopback host without the ``mcp_token`` setting."""
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    from orchestra.runtime import is_loopback
+
+    secret = settings().mcp_token
+    token = secret.get_secret_value().strip() if secret is not None else None
+    if not token and not is_loopback(host):
+        print(f"orchestra mcp: --host {host} is not a loopback address: set ORCHESTRA_MCP_TOKEN (a bearer token "
+              "every client must send) to serve MCP on it", file=sys.stderr)
+        sys.exit(2)
+    app = http_app(host, token)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            """SIGTERM/SIGINT end the server gracefully and the process with 0 (uvicorn's own
+            handling raises the signal again once it has stopped)."""
+            def stop(*_: Any) -> None:
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.servers and self.servers[0].sockets:
+                bound = self.servers[0].sockets[0].getsockname()[1]
+                how = "a bearer token (ORCHESTRA_MCP_TOKEN) is required" if token else "no token: loopback only"
+                print(f"orchestra mcp: streamable HTTP on http://{_url_host(host)}:{bound}/mcp ({how})",
+                      file=sys.stderr, flush=True)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                   lifespan="on", timeout_graceful_shutdown=5))
+    server.run()
+    if not server.started:
+        print(f"orchestra mcp: could not listen on {host}:{port} (see above)", file=sys.stderr)
+        sys.exit(1)
+
+
+def main(http: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_HTTP_PORT) -> None:
+    """Serve MCP over stdio until stdin closes or SIGTERM/SIGINT (or, with ``http``, over
+    streamable HTTP on ``host:port``); then exit 0 (the ledger flushed)."""
     from core.settings import SettingsError
     from orchestra import runtime
 
@@ -407,6 +458,11 @@ def main() -> None:
     except SettingsError as exc:
         print(f"orchestra mcp: {redact(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    if http:
+        if settings().mcp_warmup:
+            threading.Thread(target=_warm_up, name="orchestra-mcp-warm-up", daemon=True).start()
+        serve_http(host, port)
+        return
     protocol_out = _claim_stdout()
     if settings().mcp_warmup:
         threading.Thread(target=_warm_up, name="orchestra-mcp-warm-up", daemon=True).start()

@@ -34,7 +34,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: it exists
         return True
-    return True
+    try:  # a zombie (dead, not yet waited for by its parent) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def is_dead(run: dict[str, Any], *, now: datetime | None = None, host: str | None = None) -> str | None:

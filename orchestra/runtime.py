@@ -13,7 +13,7 @@ from pathlib import Path
 from core.redact import install_log_redaction
 from core.settings import settings
 
-__all__ = ["REPO_ROOT", "configure", "ledger", "ledger_url", "orchestra_home", "workflows_dir"]
+__all__ = ["REPO_ROOT", "configure", "is_loopback", "ledger", "ledger_url", "orchestra_home", "workflows_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +25,17 @@ def orchestra_home() -> Path:
 
 def workflows_dir() -> Path:
     return REPO_ROOT / "deployments" / "workflows"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address: what the servers
+    without a login (the dashboard, MCP over HTTP without a token) listen on."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def configure(quiet_console: bool = False) -> None:

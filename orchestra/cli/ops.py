@@ -65,10 +65,12 @@ def cancel(run_id: str = typer.Argument(..., help="The flow run to cancel (orche
     if _known_prefect() is None:
         raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
     try:
-        before = asyncio.run(runs.cancel(run_id))
+        result = asyncio.run(runs.cancel(run_id))
     except ValueError as exc:
         raise fail(str(exc)) from None
-    out.print(f"cancelling: flow run {run_id} (was {before})", markup=False)
+    if result["state"] == result["previous"] and result["state"] != "CANCELLING":
+        raise fail(f"flow run {run_id} is not running (state: {result['state']})")
+    out.print(f"cancelling: flow run {run_id} (was {result['previous']})", markup=False)
 
 
 def limits_set(
@@ -161,14 +163,11 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only until login lands)"),
 ) -> None:
     """Open the Streamlit dashboard (streamlit run dashboard/app.py) on 127.0.0.1."""
-    import ipaddress
     import subprocess
 
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    from orchestra.runtime import is_loopback
+
+    if not is_loopback(host):
         raise fail(f"--host {host}: the dashboard has no login yet and can edit agents, "
                    "so it only listens on a loopback address (127.0.0.1, ::1, localhost)")
     app_path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -178,8 +177,14 @@ def dashboard(
                                 "--client.toolbarMode", "viewer", "--browser.gatherUsageStats", "false"]))
 
 
-def mcp_command() -> None:
-    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...)."""
-    from orchestra.mcp_server import main as serve
+def mcp_command(
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP (at /mcp) instead of stdio"),
+    host: str = typer.Option("127.0.0.1", "--host", help="--http: the address to listen on (a non-loopback one "
+                                                         "needs ORCHESTRA_MCP_TOKEN)"),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535,
+                                       help="--http: the port (default 8765; 0: a free one)"),
+) -> None:
+    """Serve Orchestra as an MCP server over stdio (Claude Desktop, fast-agent, ...), or streamable HTTP."""
+    from orchestra.mcp_server import DEFAULT_HTTP_PORT, main as serve
 
-    serve()
+    serve(http=http, host=host, port=DEFAULT_HTTP_PORT if port is None else port)

@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 HELLO = "deployments/workflows/hello.yaml"  # relative: the server runs in ROOT
 KEY = "sk-test-mcp-secret-0123456789abcdef"
 TOOLS = {"run_workflow", "validate_workflow", "workflow_graph", "list_runs", "get_run", "costs", "list_agents",
-         "show_agent"}
+         "show_agent",
+         # the task tools (tests/app/test_tasks_mcp.py)
+         "create_project", "list_projects", "create_task", "update_task", "list_tasks", "get_task",
+         "create_workflow_from_task", "execute_task_workflow", "get_workflow_status", "create_workflows_for_project",
+         "execute_workflows_for_project", "approve_run", "cancel_run", "rerun"}
 TIMEOUT = timedelta(seconds=120)
 
 

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "dashboard" / "app.py"
-PAGES = ["views/overview.py", "views/runs.py", "views/costs.py", "views/agents.py", "views/configuration.py"]
+PAGES = ["views/overview.py", "views/runs.py", "views/costs.py", "views/agents.py", "views/configuration.py",
+         "views/tasks.py"]
 
 
 def _clean_env(monkeypatch, tmp_path, db: Path) -> None:

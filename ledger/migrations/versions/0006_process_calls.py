@@ -3,7 +3,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-02 00:00:00+00:00
+Create Date: 2026-12-01 00:00:00+00:00
 """
 
 from __future__ import annotations
