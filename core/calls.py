@@ -12,6 +12,10 @@ it was given; the ledger only maps it to columns. Nothing else builds a row.
 Dagger container: ``image``, ``exit_code``) or ``command`` (a process on the worker:
 ``exit_code``); a container or command attempt costs 0 (it is priced: nothing is
 unknown about it) and its ``latency_ms`` is its duration.
+``status`` is ``ok``, ``error`` or ``interrupted``: an attempt the ledger saw start
+(:meth:`CallRecord.in_flight`, a row of ``open_calls`` with the attempt's ``key``) and
+never saw end, because its process died or its run ended meanwhile; such a row has no
+tokens and no cost (what the provider billed, if it answered, is unknown).
 :attr:`CallRecord.counts_as_attempt` is the one rule for a step's ``attempts``:
 its own first requests, not cache hits, tool rounds, repairs or router calls; so a
 step's attempts are the times it was tried, whatever tools it used.
@@ -19,16 +23,18 @@ step's attempts are the times it was tried, whatever tools it used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from core.redact import redact
 
-__all__ = ["CallRecord", "CALL_STATUSES", "PURPOSES", "CALL_KINDS", "PROCESS_PROVIDERS", "ToolCallRecord",
+__all__ = ["CallRecord", "CALL_STATUSES", "INTERRUPTED", "PURPOSES", "CALL_KINDS", "PROCESS_PROVIDERS", "ToolCallRecord",
            "TOOL_OUTCOMES", "counts_as_attempt"]
 
-CALL_STATUSES = ("ok", "error")
+CALL_STATUSES = ("ok", "error", "interrupted")
+INTERRUPTED = "the attempt was in flight when its process ended"
 PURPOSES = ("call", "tool", "repair", "route")
 Purpose = Literal["call", "tool", "repair", "route"]
 CALL_KINDS = ("agent", "container", "command")
@@ -69,6 +75,7 @@ class CallRecord:
     image: str | None = None  # a container attempt's image
     exit_code: int | None = None  # a container or command attempt's exit code (None: it never ran)
     created: datetime = field(default_factory=_now)
+    key: str | None = None  # the attempt's in-flight mark (in_flight) that this row closes
 
     def __post_init__(self) -> None:
         if self.status not in CALL_STATUSES:
@@ -85,33 +92,49 @@ class CallRecord:
         return counts_as_attempt(cached=self.cached, purpose=self.purpose)
 
     @classmethod
+    def in_flight(cls, *, flow_run_id: str, step: str, model: str, agent: str | None, attempt: int,
+                  purpose: Purpose = "call", kind: str = "agent", image: str | None = None) -> CallRecord:
+        """An attempt that starts now: the mark the ledger keeps (``open_calls``) until the
+        row with the same ``key`` closes it. If none ever does, the mark becomes this row:
+        ``interrupted``, no tokens, no cost, its latency the time until it was found."""
+        provider = PROCESS_PROVIDERS.get(kind)
+        return cls(flow_run_id=flow_run_id, step=step, model=model or image or provider or "", provider=provider,
+                   agent=agent, attempt=attempt, purpose=purpose, kind=kind, image=image, status="interrupted",
+                   error=INTERRUPTED, priced=kind != "agent", key=uuid.uuid4().hex)
+
+    def interrupted(self, *, ended: datetime, why: str | None = None) -> CallRecord:
+        """This in-flight mark as the row of an attempt that never ended (found at ``ended``)."""
+        return replace(self, status="interrupted", error=why or INTERRUPTED,
+                       latency_ms=max(0.0, (ended - self.created).total_seconds() * 1000))
+
+    @classmethod
     def from_result(cls, result: Any, *, flow_run_id: str, step: str, attempt: int, agent: str | None = None,
-                    purpose: Purpose = "call") -> CallRecord:
+                    purpose: Purpose = "call", key: str | None = None) -> CallRecord:
         """A successful attempt from an ``agents.AgentResult`` (any object with its fields)."""
         return cls(flow_run_id=flow_run_id, step=step, model=result.model, provider=result.provider,
                    agent=agent if agent is not None else result.agent, attempt=attempt,
                    input_tokens=result.input_tokens, output_tokens=result.output_tokens,
                    cached_tokens=result.cached_tokens, cost_usd=result.cost_usd, priced=result.priced,
-                   latency_ms=result.latency_ms, purpose=purpose)
+                   latency_ms=result.latency_ms, purpose=purpose, key=key)
 
     @classmethod
     def from_error(cls, message: str, *, flow_run_id: str, step: str, model: str, agent: str | None,
-                   attempt: int, latency_ms: float, purpose: Purpose = "call") -> CallRecord:
+                   attempt: int, latency_ms: float, purpose: Purpose = "call", key: str | None = None) -> CallRecord:
         """A failed attempt (an error, a timeout, a cancellation): no tokens, no cost."""
         return cls(flow_run_id=flow_run_id, step=step, model=model, agent=agent, attempt=attempt,
-                   latency_ms=latency_ms, status="error", error=message or "failed", purpose=purpose)
+                   latency_ms=latency_ms, status="error", error=message or "failed", purpose=purpose, key=key)
 
     @classmethod
     def from_process(cls, kind: Literal["container", "command"], *, flow_run_id: str, step: str, attempt: int,
                      latency_ms: float, exit_code: int | None, image: str | None = None,
-                     error: str | None = None) -> CallRecord:
+                     error: str | None = None, key: str | None = None) -> CallRecord:
         """One attempt of a container or command step: what ran (``image``), its exit code
         and duration, cost 0. ``error`` set: the attempt failed (a non-zero exit that the
         step does not allow, a timeout, an engine that could not be reached)."""
         provider = PROCESS_PROVIDERS[kind]
         return cls(flow_run_id=flow_run_id, step=step, model=image or provider, provider=provider, attempt=attempt,
                    priced=True, latency_ms=latency_ms, status="error" if error else "ok", error=error,
-                   kind=kind, image=image, exit_code=exit_code)
+                   kind=kind, image=image, exit_code=exit_code, key=key)
 
     @classmethod
     def cache_hit(cls, *, flow_run_id: str, step: str, model: str, agent: str | None, priced: bool,

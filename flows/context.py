@@ -14,6 +14,7 @@ What the run's steps share is closed by the engine when the run ends:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from core.calls import CallRecord, ToolCallRecord
 from core.steps import StepState
 from flows import progress
 from flows.resources import RunResources
+
+MARK_WAIT_S = 2.0  # the longest an attempt waits for its in-flight mark to be committed
 
 __all__ = ["RunState", "current_run", "set_run", "reset_run"]
 
@@ -48,6 +51,25 @@ class RunState:
         if self.ledger is not None:
             self.ledger.record_step(StepState(flow_run_id=self.flow_run_id, step=step, state=state,
                                               kind=self.kinds.get(step, "agent"), **fields))
+
+    async def attempt_started(self, *, step: str, model: str, agent: str | None, attempt: int,
+                              purpose: str = "call", kind: str = "agent", image: str | None = None) -> str:
+        """An attempt starts now: the ledger keeps its mark until the row with the returned
+        key (``CallRecord.*(key=...)``) closes it, so a process that dies while the request
+        is out leaves an ``interrupted`` row for it. Returns once the mark is committed (at
+        most ``MARK_WAIT_S``: a slow ledger delays no call for longer). The key."""
+        mark = CallRecord.in_flight(flow_run_id=self.flow_run_id, step=step, model=model, agent=agent,
+                                    attempt=attempt, purpose=purpose, kind=kind, image=image)  # type: ignore[arg-type]
+        if self.ledger is not None:
+            committed = self.ledger.record_call_start(mark)
+            if not committed.is_set():
+                await asyncio.to_thread(committed.wait, MARK_WAIT_S)
+        return mark.key or ""
+
+    def attempt_dropped(self, key: str) -> None:
+        """The attempt of ``key`` sent no request after all: its mark goes, no row is written."""
+        if self.ledger is not None:
+            self.ledger.drop_call_start(key)
 
     def record(self, call: CallRecord) -> None:
         self.calls.append(call)

@@ -3,11 +3,13 @@
 The engine never imports the ledger. It is handed an object with these methods (the
 app layer passes ``ledger.store.Store``; tests may pass None for no ledger). Calls
 arrive as ``core.calls.CallRecord`` and tool calls as ``core.calls.ToolCallRecord``;
-``record_call`` and ``record_tool_call`` must not block (queue, write later).
+``record_call``, ``record_call_start`` and ``record_tool_call`` must not block (queue,
+write later).
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,6 +26,11 @@ class Ledger(Protocol):
                   metadata: dict[str, Any] | None) -> None: ...
 
     def record_call(self, call: CallRecord) -> None: ...
+
+    # CallRecord.in_flight, queued; closed by the row with its key; the event is set once it is committed
+    def record_call_start(self, call: CallRecord) -> threading.Event: ...
+
+    def drop_call_start(self, key: str) -> None: ...  # the mark goes without a row (no request was sent)
 
     def record_step(self, step: StepState) -> None: ...
 

@@ -166,11 +166,14 @@ class _CircuitOpen(Exception):
 
 async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout: float | None = None,
                        json_mode: bool = False, step: str = "?", api_key: str | None = None,
-                       base_url: str | None = None, conversation: Any = None, tools: Any = None):
+                       base_url: str | None = None, conversation: Any = None, tools: Any = None,
+                       on_send: Callable[[], Awaitable[Any]] | None = None):
     """``agents.call_agent`` with the budget, the breaker and the provider limiter around it.
 
     A round trip of the tool loop passes its ``conversation`` (``prompt`` is then its text,
-    which the budget bounds); a fast-agent call with tools passes ``tools``.
+    which the budget bounds); a fast-agent call with tools passes ``tools``. ``on_send()``
+    is called just before the request goes out (past the breaker, the budget and the
+    limiter): the attempt's in-flight mark.
 
     Raises ``AgentCallError`` as call_agent does (the caller records the attempt),
     ``BudgetExceeded`` or an open-breaker error (no request was sent: nothing to record).
@@ -195,6 +198,8 @@ async def guarded_call(config: AgentConfig, prompt: str, *, model: str, timeout:
     started = time.perf_counter()
     try:
         async with limiter.slot(ep.provider):
+            if on_send is not None:
+                await on_send()
             result = await agents.call_agent(config, prompt, model=model, timeout=timeout, json_mode=json_mode,
                                              api_key=api_key, base_url=base_url, conversation=conversation,
                                              tools=tools)
@@ -329,16 +334,23 @@ async def _ask_router(step: Any, candidates: list, run: Any):
     where = {"flow_run_id": run.flow_run_id if run is not None else "", "step": f"{step.id}:route",
              "attempt": 1, "agent": "router", "purpose": "route"}
     started = time.perf_counter()
+    key: str | None = None
+
+    async def sending() -> None:
+        nonlocal key
+        if run is not None:
+            key = await run.attempt_started(step=where["step"], model=model, agent="router", attempt=1, purpose="route")
+
     try:
-        result = await guarded_call(router, prompt, model=model, timeout=60, step=step.id)
+        result = await guarded_call(router, prompt, model=model, timeout=60, step=step.id, on_send=sending)
     except (AgentCallError, _CircuitOpen, BudgetExceeded) as exc:
         if run is not None and isinstance(exc, AgentCallError):
-            run.record(CallRecord.from_error(exc.message, model=model, **where,
+            run.record(CallRecord.from_error(exc.message, model=model, **where, key=key,
                                              latency_ms=(time.perf_counter() - started) * 1000))
         log.warning("step %s: the router failed (%s); taking the first candidate", step.id, exc)
         return pool[0] if pool else candidates[0]
     if run is not None:
-        run.record(CallRecord.from_result(result, **where))
+        run.record(CallRecord.from_result(result, **where, key=key))
     return routing.parse_choice(result.output, pool)
 
 

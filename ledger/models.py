@@ -13,6 +13,7 @@ Tables:
 * ``health_checks`` -- results of ``orchestra agents health`` probes.
 * ``steps`` -- every step of a run and its state (revision 0004).
 * ``tool_calls`` -- one row per tool call an agent asked for (revision 0007).
+* ``open_calls`` -- attempts in flight, each until its ``calls`` row is written (revision 0009).
 * ``projects`` / ``tasks`` / ``task_history`` / ``task_runs`` -- work items, every
   change to one, and the flow runs that executed one (revision 0008, ``orchestra.tasks``).
 
@@ -188,7 +189,7 @@ class Call(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     priced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
-    status: Mapped[str] = mapped_column(String(8), default="ok", server_default="ok")
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")  # core.calls.CALL_STATUSES
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # why the call was made: call | repair | route (core.calls), revision 0003
@@ -254,6 +255,29 @@ class ToolCall(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_tool_calls_flow_run_id", "flow_run_id"),)
+
+
+class OpenCall(Base):
+    """An attempt that started and has not ended (revision 0009): written when it starts,
+    deleted in the transaction that writes its ``calls`` row; one left behind becomes an
+    ``interrupted`` call (the reaper, or the end of its run). See ``core.calls.CallRecord.in_flight``."""
+
+    __tablename__ = "open_calls"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    flow_run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.flow_run_id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(200))
+    agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(16))
+    image: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    priced: Mapped[bool] = mapped_column(Boolean)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_open_calls_flow_run_id", "flow_run_id"),)
 
 
 # --------------------------------------------------------------------------- revision 0002

@@ -107,7 +107,7 @@ def run_steps(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A run's calls (from :func:`run`) folded per step, in the order the steps first
     called: kind (agent, container, command), agent, model (the last attempt's), image
     and exit_code (a container's or command's last attempt), status of the last attempt
-    ("ok", "error", "cached"), attempts (by ``core.calls.counts_as_attempt``, the
+    ("ok", "error", "interrupted", "cached"), attempts (by ``core.calls.counts_as_attempt``, the
     engine's rule), errors, cached, tokens, cost_usd, latency_ms (summed), last_error."""
     steps: dict[str, dict[str, Any]] = {}
     for c in calls:
@@ -125,7 +125,7 @@ def run_steps(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         s["attempts"] += counts_as_attempt(cached=c["cached"], purpose=c.get("purpose", "call"))
         for k in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd", "latency_ms"):
             s[k] += c[k]
-        if c["status"] == "error":
+        if c["status"] != "ok":  # error, or interrupted (in flight when its process ended)
             s["errors"] += 1
             s["last_error"] = c["error"]
         s["status"] = c["status"]

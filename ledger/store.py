@@ -40,20 +40,19 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from core.calls import CallRecord, ToolCallRecord
+from core.calls import INTERRUPTED, CallRecord, ToolCallRecord
 from core.steps import FINAL_STEP_STATES, StepState
 from core.redact import redact, redact_url, redact_data
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from ledger.models import FINAL_RUN_STATES, Call, Run, Step, ToolCall
+from ledger.models import FINAL_RUN_STATES, Call, OpenCall, Run, Step, ToolCall
 from ledger.resilience_store import ResilienceStore
 from ledger.task_store import TaskConflict, TaskStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
@@ -70,6 +69,7 @@ MAX_BATCH = 500
 _PG_MIGRATE_LOCK = 7_267_001_842
 _RUNS = Run.__table__
 _CALLS = Call.__table__
+_OPEN = OpenCall.__table__
 _STEPS = Step.__table__
 _TOOL_CALLS = ToolCall.__table__
 MAX_ARGUMENT_CHARS = 20_000
@@ -83,6 +83,20 @@ class StoreError(RuntimeError):
 
 
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """An attempt that starts (``CallRecord.in_flight``): its ``open_calls`` row."""
+
+    call: CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Drop:
+    """An in-flight mark whose attempt sent no request: removed, no call row."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +356,8 @@ class Store(ResilienceStore, TaskStore):
             ).scalar_one_or_none()
             if started is None:
                 raise KeyError(f"no run {flow_run_id!r} in the store")
+            self._close_open(conn, flow_run_id, INTERRUPTED if final == "CRASHED" else
+                             f"the run ended {final} while this attempt was in flight")
             sums = totals_dict(
                 conn.execute(totals_select().where(_CALLS.c.flow_run_id == flow_run_id))
                 .mappings()
@@ -370,6 +386,25 @@ class Store(ResilienceStore, TaskStore):
                 raise TypeError(f"record_call expects a CallRecord or a mapping, got {type(call).__name__}")
             call = CallRecord(**call)
         self._queue.put((call, call.created or datetime.now(UTC)))
+        if self._writer is None:
+            self._start_writer()
+
+    def record_call_start(self, call: CallRecord) -> threading.Event:
+        """Queue the mark of an attempt that starts (``CallRecord.in_flight``); the row of
+        the same ``key`` removes it, in the transaction that writes that row. Never waits:
+        the event it returns is set once the mark is committed."""
+        if not isinstance(call, CallRecord) or not call.key:
+            raise TypeError("record_call_start expects a CallRecord made by CallRecord.in_flight")
+        committed = threading.Event()
+        self._queue.put(_Open(call))
+        self._queue.put(committed)
+        if self._writer is None:
+            self._start_writer()
+        return committed
+
+    def drop_call_start(self, key: str) -> None:
+        """Queue the removal of an in-flight mark whose attempt sent no request. Never waits."""
+        self._queue.put(_Drop(key))
         if self._writer is None:
             self._start_writer()
 
@@ -453,6 +488,8 @@ class Store(ResilienceStore, TaskStore):
             steps: list[StepState] = []
             beats: list[_Beat] = []
             tools: list[ToolCallRecord] = []
+            opens: list[CallRecord] = []
+            drops: set[str] = set()
             events: list[threading.Event] = []
             stop = False
             while True:
@@ -466,6 +503,10 @@ class Store(ResilienceStore, TaskStore):
                     beats.append(item)
                 elif isinstance(item, ToolCallRecord):
                     tools.append(item)
+                elif isinstance(item, _Open):
+                    opens.append(item.call)
+                elif isinstance(item, _Drop):
+                    drops.add(item.key)
                 else:
                     batch.append(item)
                 if stop or len(batch) >= MAX_BATCH:
@@ -474,9 +515,16 @@ class Store(ResilienceStore, TaskStore):
                     item = q.get_nowait()
                 except queue.Empty:
                     break
+            if opens or drops:  # a mark whose attempt ended (or was dropped) in this batch is never written
+                ended = {c.key for c, _ in batch if c.key} | drops
+                try:
+                    self._write_opens([o for o in opens if o.key not in ended],
+                                      drops - {o.key for o in opens})
+                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                    self._write_failed(len(opens) + len(drops), exc)
             if batch:
                 try:
-                    self._write_batch(batch)
+                    self._write_batch(batch, skip_open={o.key for o in opens})
                 except BaseException as exc:  # pragma: no cover - last resort, keep the thread
                     self._write_failed(len(batch), exc)
             if tools:
@@ -524,11 +572,12 @@ class Store(ResilienceStore, TaskStore):
             "created": created,
         }
 
-    def _write_batch(self, batch: list[tuple[CallRecord, datetime]]) -> None:
-        rows = []
+    def _write_batch(self, batch: list[tuple[CallRecord, datetime]], skip_open: set[str] = frozenset()) -> None:
+        rows, keys = [], []
         for call, created in batch:
             try:
                 rows.append(self._row(call, created))
+                keys.append(call.key if call.key not in skip_open else None)
             except Exception as exc:  # a malformed record must not sink the batch
                 self._write_failed(1, exc)
         if not rows:
@@ -537,7 +586,7 @@ class Store(ResilienceStore, TaskStore):
         for attempt in range(len(delays) + 1):
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), rows)
+                    self._insert_calls(conn, rows, keys)
                 return
             except IntegrityError:
                 break  # some row is bad (e.g. unknown run): write the others one by one
@@ -548,16 +597,63 @@ class Store(ResilienceStore, TaskStore):
         if len(rows) == 1:
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), rows)
+                    self._insert_calls(conn, rows, keys)
             except Exception as exc:
                 self._write_failed(1, exc, rows[0])
             return
+        for row, key in zip(rows, keys):
+            try:
+                with self._write() as conn:
+                    self._insert_calls(conn, [row], [key])
+            except Exception as exc:
+                self._write_failed(1, exc, row)
+
+    @staticmethod
+    def _insert_calls(conn: Connection, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
+        """Insert call rows and, in the same transaction, remove the in-flight marks they close."""
+        conn.execute(insert(_CALLS), rows)
+        if closed := [k for k in keys if k]:
+            conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(closed)))
+
+    @staticmethod
+    def _open_row(call: CallRecord) -> dict[str, Any]:
+        return {"key": call.key, "flow_run_id": call.flow_run_id, "step": call.step, "agent": call.agent,
+                "provider": call.provider, "model": call.model, "attempt": int(call.attempt),
+                "purpose": call.purpose, "kind": call.kind, "image": call.image, "priced": bool(call.priced),
+                "created": aware(call.created)}
+
+    def _write_opens(self, opens: list[CallRecord], drops: set[str]) -> None:
+        if drops:
+            with self._write() as conn:
+                conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(sorted(drops))))
+        if not opens:
+            return
+        rows = [self._open_row(o) for o in opens]
+        try:
+            with self._write() as conn:
+                conn.execute(insert(_OPEN), rows)
+            return
+        except Exception:  # e.g. one of an unknown run: the others one by one
+            pass
         for row in rows:
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), [row])
+                    conn.execute(insert(_OPEN), [row])
             except Exception as exc:
                 self._write_failed(1, exc, row)
+
+    def _close_open(self, conn: Connection, flow_run_id: str, why: str) -> int:
+        """The run's in-flight marks become ``interrupted`` calls (``CallRecord.interrupted``)."""
+        marks = conn.execute(select(_OPEN).where(_OPEN.c.flow_run_id == flow_run_id)).mappings().all()
+        if not marks:
+            return 0
+        now = datetime.now(UTC)
+        calls = [CallRecord(**{k: m[k] for k in ("flow_run_id", "step", "agent", "provider", "model", "attempt",
+                                                 "purpose", "kind", "image", "priced", "key")},
+                            created=aware(m["created"]), status="interrupted").interrupted(ended=now, why=why)
+                 for m in marks]
+        self._insert_calls(conn, [self._row(c, c.created) for c in calls], [c.key for c in calls])
+        return len(calls)
 
     @staticmethod
     def _tool_row(call: ToolCallRecord) -> dict[str, Any]:

@@ -168,35 +168,52 @@ async def _call(run: RunState | None, step: str, config: AgentConfig, model: str
     """One provider request through the self-healing layer (a fast-agent call with ``tools``:
     its loop's requests); its ledger rows either way."""
     started = time.perf_counter()
+    key: str | None = None  # the request's in-flight mark, closed by the first row below
 
-    def record_rounds(rounds: list[AgentResult]) -> None:  # fast-agent's loop: its first request is the call
-        for i, r in enumerate(rounds if run else ()):
+    async def sending() -> None:
+        nonlocal key
+        if run:
+            key = await run.attempt_started(step=step, model=model, agent=config.name, attempt=attempt, purpose=purpose)
+
+    def closing() -> str | None:  # the key for the row that closes the mark (one row only)
+        nonlocal key
+        found, key = key, None
+        return found
+
+    def record_rounds(rounds: list[AgentResult], closes: bool = True) -> None:
+        for i, r in enumerate(rounds if run else ()):  # fast-agent's loop: its first request is the call
             run.record(CallRecord.from_result(r, flow_run_id=run.flow_run_id, step=step, attempt=attempt,
-                                              agent=config.name, purpose=purpose if i == 0 else "tool"))
+                                              agent=config.name, purpose=purpose if i == 0 else "tool",
+                                              key=closing() if i == 0 and closes else None))
 
     try:
         found = await credentials(model.split(":", 1)[0], config)
         result = await resilience.guarded_call(config, prompt, model=model, timeout=timeout, json_mode=json_mode,
-                                               step=step, conversation=conversation, tools=tools, **found)
+                                               step=step, conversation=conversation, tools=tools, on_send=sending,
+                                               **found)
     except ToolUseError as exc:  # fast-agent's loop stopped (max_tool_calls): its requests were made
         record_rounds(exc.rounds)
         raise
     except AgentCallError as exc:
-        record_rounds(exc.rounds)
+        record_rounds(exc.rounds, closes=False)
         if run:
             run.record(CallRecord.from_error(exc.message, flow_run_id=run.flow_run_id, step=step, model=model,
                                              agent=config.name, attempt=attempt,
-                                             purpose="tool" if exc.rounds else purpose,
+                                             purpose="tool" if exc.rounds else purpose, key=closing(),
                                              latency_ms=(time.perf_counter() - started) * 1000))
         raise StepError(f"step '{step}': {exc.message}", transient=exc.transient) from None
     except asyncio.CancelledError:
         if run:
             run.record(CallRecord.from_error(f"timed out after {timeout}s" if timeout else "cancelled",
                                              flow_run_id=run.flow_run_id, step=step, model=model,
-                                             agent=config.name, attempt=attempt, purpose=purpose,
+                                             agent=config.name, attempt=attempt, purpose=purpose, key=closing(),
                                              latency_ms=(time.perf_counter() - started) * 1000))
         raise
-    record_rounds(result.rounds or [result])
+    else:
+        record_rounds(result.rounds or [result])
+    finally:
+        if key and run:  # it ended without a request of its own (e.g. its MCP servers did not start)
+            run.attempt_dropped(key)
     return result, {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
                     "cached_tokens": result.cached_tokens, "cost_usd": result.cost_usd, "priced": result.priced,
                     "latency_ms": result.latency_ms}

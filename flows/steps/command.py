@@ -80,7 +80,7 @@ class CommandKind(process.ProcessKind):
     async def attempt(self, params: dict[str, Any], attempt: int) -> StepResult:
         from prefect import get_run_logger
 
-        step, started = params["step"], time.perf_counter()
+        step, started = params["step"], await process.begin(self.name, params, attempt)
         logger = get_run_logger()
         hidden = list(params["env"].values())
         shown = process.masked(shlex.join(params["argv"]), hidden)

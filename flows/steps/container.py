@@ -117,7 +117,7 @@ class ContainerKind(process.ProcessKind):
 
         from agents.breaker import DENY, PROBE, breakers, engine_endpoint
 
-        step, started = params["step"], time.perf_counter()
+        step, started = params["step"], await process.begin(self.name, params, attempt)
         logger = get_run_logger()
         run = current_run()
 

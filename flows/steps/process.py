@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from core.calls import CallRecord
+from core.calls import PROCESS_PROVIDERS, CallRecord
 from core.redact import redact
 from flows import templates
 from flows.context import current_run
@@ -96,17 +97,34 @@ def masked(text: str, values: list[str]) -> str:
     return redact(text)
 
 
-def record(kind: str, params: dict[str, Any], attempt: int, started: float, *, exit_code: int | None = None,
+@dataclass(frozen=True, slots=True)
+class Started:
+    """When an attempt started, and the key of its in-flight mark in the ledger."""
+
+    at: float
+    key: str | None
+
+
+async def begin(kind: str, params: dict[str, Any], attempt: int) -> Started:
+    """An attempt of a container or command step starts: its in-flight mark (closed by
+    :func:`record`)."""
+    run = current_run()
+    key = await run.attempt_started(step=params["step"], model=params.get("image") or PROCESS_PROVIDERS[kind], agent=None,
+                              attempt=attempt, kind=kind, image=params.get("image")) if run is not None else None
+    return Started(time.perf_counter(), key)
+
+
+def record(kind: str, params: dict[str, Any], attempt: int, started: Started, *, exit_code: int | None = None,
            error: str | None = None) -> None:
-    """The attempt's ledger row."""
+    """The attempt's ledger row (which closes its in-flight mark)."""
     run = current_run()
     if run is not None:
         run.record(CallRecord.from_process(kind, flow_run_id=run.flow_run_id, step=params["step"], attempt=attempt,
-                                           latency_ms=(time.perf_counter() - started) * 1000, exit_code=exit_code,
-                                           image=params.get("image"), error=error))
+                                           latency_ms=(time.perf_counter() - started.at) * 1000, exit_code=exit_code,
+                                           image=params.get("image"), error=error, key=started.key))
 
 
-def finish(kind: str, params: dict[str, Any], attempt: int, started: float, result: CommandResult,
+def finish(kind: str, params: dict[str, Any], attempt: int, started: Started, result: CommandResult,
            secrets: list[str], extra: dict[str, Any]) -> StepResult:
     """The step's result from a finished process, or StepError (a non-zero exit the step
     does not allow, a timeout, stdout that does not match output_schema)."""
@@ -125,5 +143,5 @@ def finish(kind: str, params: dict[str, Any], attempt: int, started: float, resu
             record(kind, params, attempt, started, exit_code=result.exit_code, error=message)
             raise StepError(f"step '{step}': {message}", details=extra)
     record(kind, params, attempt, started, exit_code=result.exit_code)
-    return StepResult(output, latency_ms=(time.perf_counter() - started) * 1000, extra=extra,
+    return StepResult(output, latency_ms=(time.perf_counter() - started.at) * 1000, extra=extra,
                       index=params.get("index"))

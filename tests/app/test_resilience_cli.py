@@ -130,6 +130,9 @@ def test_sigkill_mid_run_then_rerun_pays_only_for_unfinished_steps(tmp_path, pre
     steps = {r["step"]: r["state"] for r in queries.steps(ledger, killed)}
     assert steps == {"security": "COMPLETED", "correctness": "COMPLETED", "style": "COMPLETED",
                      "summary": "CRASHED"}
+    calls = queries.run(ledger, killed)["calls"]  # one row per request the provider received
+    assert sorted((c["step"], c["status"]) for c in calls) == [
+        ("correctness", "ok"), ("security", "ok"), ("style", "ok"), ("summary", "interrupted")]
     assert _prefect_state(prefect_api, killed) == "CRASHED"  # the ledger and Prefect agree
 
     rerun = orchestra(env, "rerun", killed, "--json")
