@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     budget_max_tokens: int = Field(default=4096, ge=1, description="Output cap of a call while a budget applies")
     approval_poll: float = Field(default=5.0, ge=0.1, description="Seconds between checks of a paused approval")
 
+    # the dashboard's login
+    login_delay: float = Field(default=1.0, ge=0, description="Seconds a failed dashboard login waits before it answers")
+    oidc_role: Literal["none", "viewer", "member", "admin"] = Field(
+        default="viewer", description="Role of an OIDC identity without a user of its name (none: refused)")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")
@@ -81,7 +86,7 @@ class Settings(BaseSettings):
     def _blank_is_default(cls, value: object) -> object:
         return DEFAULT_MODEL if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("limiter", "prefect", mode="before")
+    @field_validator("limiter", "prefect", "oidc_role", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

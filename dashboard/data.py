@@ -44,6 +44,7 @@ __all__ = [
     "agent_form_values",
     "agent_rows",
     "agents_dir",
+    "audit_rows",
     "breaker_rows",
     "cost_per_day",
     "cost_rows",
@@ -234,6 +235,24 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
     ]
     steps = [{**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)]
     return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "dead_letters": dead}
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def _compact(value: Any, limit: int = 400) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def audit_rows(store: Store, *, limit: int = 500, **filters: Any) -> list[dict[str, Any]]:
+    """``ledger.queries.audit`` for a table: ``at`` a datetime, before/after as short JSON text."""
+    return [{**r, "at": _parse(r["at"]), "before": _compact(r["before"]), "after": _compact(r["after"]),
+             "detail": _first_line(r["detail"], 300)}
+            for r in queries.audit(store, limit=limit, **filters)]
 
 
 # --------------------------------------------------------------------------- Prefect links

@@ -217,6 +217,9 @@ STATE_COLORS = {
     "cached": ("#7B61FF", "violet"),
     "open": ("#D93025", "red"), "half-open": ("#E8710A", "orange"), "half_open": ("#E8710A", "orange"),
     "closed": ("#1E8E3E", "green"),
+    "refused": ("#D93025", "red"), "failed": ("#D93025", "red"),
+    "PENDING": ("#80868B", "gray"), "PAUSED": ("#E8710A", "orange"), "SKIPPED": ("#80868B", "gray"),
+    "NOT_READY": ("#B06000", "orange"),
 }
 
 
@@ -231,19 +234,35 @@ def _colour(value: Any) -> str:
     return f"color: {colour[0]}; font-weight: 600" if colour else ""
 
 
-def table(rows: list[dict[str, Any]], columns: list[str] | None = None, **kwargs: Any) -> Any:
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, csv: str | None = None,
+          **kwargs: Any) -> Any:
     """A dataframe with the shared column formats (``columns`` picks and orders them),
-    states and statuses in colour, and "—" for missing values."""
+    states and statuses in colour, and "—" for missing values; ``csv`` names the file of
+    a "Download CSV" button under it (the rows and columns shown, built on click)."""
     import pandas as pd
 
     config = {c: COLUMNS[c] for c in (columns or (rows[0].keys() if rows else [])) if c in COLUMNS}
     config.update(kwargs.pop("column_config", {}))
     data: Any = pd.DataFrame(rows)
-    coloured = [c for c in ("state", "status") if c in data.columns]
+    coloured = [c for c in ("state", "status", "outcome") if c in data.columns]
     if coloured and len(data):
         data = data.style.map(_colour, subset=coloured)
-    return st.dataframe(data, hide_index=True, column_order=columns, column_config=config,
-                        width="stretch", placeholder="—", **kwargs)
+    shown = st.dataframe(data, hide_index=True, column_order=columns, column_config=config,
+                         width="stretch", placeholder="—", **kwargs)
+    if csv and rows:
+        st.download_button("Download CSV", data=lambda: csv_text(rows, columns), file_name=csv, mime="text/csv",
+                           key=f"csv_{csv}", icon=":material/download:", type="tertiary", on_click="ignore")
+    return shown
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """``rows`` as CSV (``columns`` picked and ordered; their labels as headers)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if columns:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    return frame.to_csv(index=False)
 
 
 # --------------------------------------------------------------------------- charts
@@ -342,9 +361,20 @@ def empty_ledger() -> None:
     )
 
 
-def sidebar() -> None:
+def sidebar(actor: Any = None) -> None:
     with st.sidebar:
         st.caption("Orchestra · LLM-agent workflows on Prefect")
+        if actor is not None:
+            how = {"local": "No login: no dashboard user exists yet, so this loopback-only dashboard is the "
+                            "machine user's.", "oidc": "Signed in by single sign-on.",
+                   "password": "Signed in with a password.", "cli": "Command line."}[actor.via]
+            st.markdown(f":material/account_circle: **{actor.name}** · {actor.role}")
+            st.caption(how)
+            if actor.via != "local":
+                from dashboard import auth
+
+                st.button("Log out", icon=":material/logout:", width="stretch", on_click=auth.logout,
+                          key="logout")
         if st.button("Refresh data", icon=":material/refresh:", width="stretch"):
             clear_caches()
-        st.caption(f"Data is re-read every {TTL} s.")
+        st.caption(f"Figures are cached for {TTL} s; a running run's page follows it live.")

@@ -11,6 +11,9 @@ Tables:
 * ``dead_letters`` -- steps that failed for good, with the rendered prompt and error.
 * ``provider_limits`` -- concurrency and requests-per-minute per provider.
 * ``health_checks`` -- results of ``orchestra agents health`` probes.
+* ``users`` / ``audit`` / ``agent_versions`` -- who may use the dashboard (argon2
+  password hashes, never a password), every change and refused change with its
+  before and after (redacted), and each saved agent file's text (revision 0007).
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
@@ -53,6 +56,9 @@ __all__ = [
     "DeadLetter",
     "ProviderLimit",
     "HealthCheck",
+    "User",
+    "AuditEntry",
+    "AgentVersion",
     "UTCDateTime",
     "RUN_STATES",
     "FINAL_RUN_STATES",
@@ -301,3 +307,58 @@ class HealthCheck(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_health_checks_agent_created", "agent", "created"),)
+
+
+# --------------------------------------------------------------------------- revision 0007
+
+
+class User(Base):
+    """A dashboard user: a role (``orchestra.access.ROLES``) and an argon2 hash (None: OIDC only)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One change (or refused change): who, when, what, before and after (redacted)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))  # cli | password | oidc | local
+    action: Mapped[str] = mapped_column(String(64))  # e.g. agent.edit, run.start
+    target: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | refused | failed
+    before: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    after: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_actor_at", "actor", "at"),
+    )
+
+
+class AgentVersion(Base):
+    """One saved version of an agent file (its whole text); ``action``: create | edit | restore | delete."""
+
+    __tablename__ = "agent_versions"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    file: Mapped[str] = mapped_column(String(400))
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("agent", "version"),)

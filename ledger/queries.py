@@ -10,6 +10,8 @@ Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), 
 Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
+Access:    :func:`users`, :func:`user_count`, :func:`credentials`, :func:`audit`, :func:`agent_versions`,
+           :func:`agent_version`
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from sqlalchemy import case, func, select
 from core.calls import counts_as_attempt
 from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
-from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck, Run,
-                           Step)
+from ledger.models import (FINAL_RUN_STATES, RUN_STATES, AgentVersion, AuditEntry, Breaker, BreakerEvent, Call,
+                           DeadLetter, HealthCheck, Run, Step, User)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
-    "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
+    "COST_GROUPS", "RUN_STATES", "agent_version", "agent_versions", "audit", "credentials", "user_count", "users",
+    "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
     "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
     "steps", "totals", "unpriced",
 ]
@@ -41,6 +44,9 @@ _BREAKER_ROWS = Breaker.__table__
 _DEAD = DeadLetter.__table__
 _HEALTH = HealthCheck.__table__
 _STEPS = Step.__table__
+_USERS = User.__table__
+_AUDIT = AuditEntry.__table__
+_VERSIONS = AgentVersion.__table__
 
 
 # --------------------------------------------------------------------------- runs
@@ -339,3 +345,78 @@ def progress(store: Store, flow_run_id: str) -> float | None:
     if not rows:
         return None
     return sum(r["state"] in FINAL_STEP_STATES for r in rows) / len(rows)
+
+
+# --------------------------------------------------------------------------- access
+
+
+def users(store: Store) -> list[dict[str, Any]]:
+    """Dashboard users by name: name, role, password (whether one is set: never the hash),
+    created, updated (ISO)."""
+    with store._read() as conn:
+        rows = conn.execute(select(_USERS).order_by(_USERS.c.name)).mappings().all()
+    return [{"name": r["name"], "role": r["role"], "password": r["password_hash"] is not None,
+             "created": iso(r["created"]), "updated": iso(r["updated"])} for r in rows]
+
+
+def user_count(store: Store) -> int:
+    with store._read() as conn:
+        return int(conn.execute(select(func.count()).select_from(_USERS)).scalar() or 0)
+
+
+def credentials(store: Store, name: str) -> dict[str, Any] | None:
+    """``{"name", "role", "password_hash"}`` of one user, or None: what a login checks
+    (``orchestra.users.authenticate``), and nothing else reads the hash."""
+    with store._read() as conn:
+        row = conn.execute(select(_USERS.c.name, _USERS.c.role, _USERS.c.password_hash)
+                           .where(_USERS.c.name == name)).mappings().first()
+    return dict(row) if row else None
+
+
+def audit(store: Store, *, limit: int | None = 500, actor: str | None = None, action: str | None = None,
+          outcome: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The audit log, newest first: id, at (ISO), actor, role, via, action, target, outcome
+    (ok | refused | failed), before, after (redacted when written), detail. ``action``
+    matches a whole action (``agent.edit``) or a prefix ending in a dot (``agent.``)."""
+    q = select(_AUDIT).order_by(_AUDIT.c.at.desc(), _AUDIT.c.id.desc())
+    if actor:
+        q = q.where(_AUDIT.c.actor == actor)
+    if action:
+        q = q.where(_AUDIT.c.action.startswith(action, autoescape=True) if action.endswith(".")
+                    else _AUDIT.c.action == action)
+    if outcome:
+        q = q.where(_AUDIT.c.outcome == outcome)
+    if since is not None:
+        q = q.where(_AUDIT.c.at >= aware(since))
+    if limit is not None:
+        q = q.limit(int(limit))
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["at"] = iso(r["at"])
+    return rows
+
+
+def agent_versions(store: Store, agent: str) -> list[dict[str, Any]]:
+    """The saved versions of one agent, newest first: version, action, file, actor, created
+    (ISO), size (characters of its text; the text itself: :func:`agent_version`)."""
+    q = (select(_VERSIONS.c.version, _VERSIONS.c.action, _VERSIONS.c.file, _VERSIONS.c.actor, _VERSIONS.c.created,
+                func.length(_VERSIONS.c.text).label("size"))
+         .where(_VERSIONS.c.agent == agent).order_by(_VERSIONS.c.version.desc()))
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["created"] = iso(r["created"])
+        r["size"] = int(r["size"] or 0)
+    return rows
+
+
+def agent_version(store: Store, agent: str, version: int) -> dict[str, Any] | None:
+    """One saved version with its ``text``, or None."""
+    with store._read() as conn:
+        row = conn.execute(select(_VERSIONS).where(_VERSIONS.c.agent == agent, _VERSIONS.c.version == int(version))
+                           ).mappings().first()
+    if row is None:
+        return None
+    return {**{k: row[k] for k in ("agent", "version", "action", "file", "text", "actor")},
+            "created": iso(row["created"])}

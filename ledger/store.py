@@ -50,10 +50,11 @@ from core.redact import redact, redact_url
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
 from ledger.models import FINAL_RUN_STATES, Call, Run, Step
+from ledger.access_store import AccessStore, UserExists
 from ledger.resilience_store import ResilienceStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
 
-__all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError"]
+__all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError", "UserExists"]
 
 log = logging.getLogger("orchestra.store")
 
@@ -123,11 +124,12 @@ def _finite(x: Any) -> float:
 # --------------------------------------------------------------------------- store
 
 
-class Store(ResilienceStore):
+class Store(ResilienceStore, AccessStore):
     """The ledger on one database URL.  Thread-safe; see the module docstring.
 
     The self-healing tables (breakers, dead letters, limits, health) are read and
-    written by the methods of :class:`ledger.resilience_store.ResilienceStore`."""
+    written by the methods of :class:`ledger.resilience_store.ResilienceStore`; users,
+    the audit log and agent versions by :class:`ledger.access_store.AccessStore`."""
 
     def __init__(self, url: str | URL | None = None, *, auto_migrate: bool = True) -> None:
         self.url: URL = resolve_url(url)
