@@ -1,6 +1,6 @@
 """What the dashboard shows, as plain data: ``ledger.queries`` composed with the agent
 registry, the settings, the environment and the Prefect API. No SQL, no file writes
-(agent edits go through ``agents.registry.save_agent``).
+(agent edits go through ``orchestra.agent_files``, which checks the role and audits).
 
 The Streamlit pages (``dashboard/``) only render what these functions return; every
 function here works without Streamlit, so it is unit-tested on a seeded ledger.
@@ -64,6 +64,13 @@ __all__ = [
     "run_detail",
     "run_filters",
     "run_rows",
+    "agent_file_text",
+    "agent_from_form",
+    "limit_rows",
+    "parse_limits",
+    "provider_names",
+    "versioned_agents",
+    "preview_agent",
     "save_agent",
     "store_for",
     "try_agent",
@@ -506,16 +513,10 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
-               overwrite: bool = False) -> Path:
-    """Validate the form's values as an ``agents.base.AgentConfig`` and save it with the
-    registry's own ``agents.registry.save_agent`` (atomic; a file's leading comment kept).
-
-    ``overwrite=False`` refuses an agent that already exists.  Raises
-    :class:`AgentFormError` naming each bad field; nothing is written then."""
+def agent_from_form(values: Mapping[str, Any]) -> Any:
+    """The form's values as an ``agents.base.AgentConfig``; :class:`AgentFormError` naming
+    each bad field (an unknown model or provider, a budget that is not a number, ...)."""
     from agents.base import AgentConfig
-    from agents.registry import AgentFileError
-    from agents.registry import save_agent as write
 
     name, data, errors = _agent_data(values)
     agent = None
@@ -526,10 +527,83 @@ def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
             errors += _validation_errors(exc)
     if errors or agent is None:
         raise AgentFormError(errors)
+    return agent
+
+
+def _form_error(exc: Exception) -> AgentFormError:
+    field = getattr(exc, "field", "agent")
+    return AgentFormError([(field, redact(str(exc)).removeprefix(f"{field}: "))])
+
+
+def preview_agent(values: Mapping[str, Any], folder: str | Path | None = None, *, overwrite: bool = False) -> Any:
+    """What saving the form would write: an ``orchestra.agent_files.Plan`` (file, old and
+    new text, unified diff). :class:`AgentFormError` naming the field; nothing written."""
+    from agents.registry import AgentFileError
+    from orchestra import agent_files
+
+    agent = agent_from_form(values)
     try:
-        return write(agent, agents_dir(folder), overwrite=overwrite)
+        return agent_files.preview(agent, agents_dir(folder), overwrite=overwrite)
     except AgentFileError as exc:
-        raise AgentFormError([(exc.field, str(exc).removeprefix(f"{exc.field}: "))]) from None
+        raise _form_error(exc) from None
+
+
+def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *, overwrite: bool = False,
+               actor: Any, expected: str | None = None) -> Path:
+    """Validate the form's values and save them through ``orchestra.agent_files.save`` as
+    ``actor`` (the role is checked and the change audited there; a version is kept).
+
+    ``overwrite=False`` refuses an agent that already exists; ``expected`` is the file's
+    text the diff was made from. :class:`AgentFormError` naming each bad field,
+    ``orchestra.access.Forbidden`` for a role that may not; nothing is written then."""
+    from agents.registry import AgentFileError
+    from orchestra import agent_files
+
+    agent = agent_from_form(values)
+    try:
+        return agent_files.save(actor, agent, agents_dir(folder), overwrite=overwrite, expected=expected).file
+    except (AgentFileError, agent_files.AgentConflict) as exc:
+        raise _form_error(exc) from None
+
+
+def versioned_agents(store: Store) -> list[str]:
+    """Agents with saved versions, deleted ones included (``ledger.queries.versioned_agents``)."""
+    return queries.versioned_agents(store)
+
+
+def agent_file_text(name: str, folder: str | Path | None = None) -> str | None:
+    """The text of agent ``name``'s file now, or None when it has none."""
+    from agents.registry import agent_file
+
+    path = agent_file(name, agents_dir(folder))
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+def limit_rows(store: Store) -> list[dict[str, Any]]:
+    """The providers' limits (``ledger.queries.limits``), ``updated`` a datetime."""
+    return [{**r, "updated": _parse(r["updated"])} for r in queries.limits(store)]
+
+
+def provider_names() -> list[str]:
+    return [spec.name for spec in SPECS]
+
+
+def parse_limits(concurrency: Any, rpm: Any) -> dict[str, int | None]:
+    """The limits form's text as numbers (empty: no limit); ValueError naming the field."""
+    out: dict[str, int | None] = {}
+    for label, key, raw in (("Calls in flight", "concurrency", concurrency), ("Requests per minute", "rpm", rpm)):
+        text = str(raw or "").strip()
+        if not text:
+            out[key] = None
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{label}: {text!r} is not a whole number") from None
+        if value < 1:
+            raise ValueError(f"{label}: at least 1 (or empty for no limit)")
+        out[key] = value
+    return out
 
 
 def try_agent(agent: Any, prompt: str, *, folder: str | Path | None = None,

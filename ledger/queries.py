@@ -11,7 +11,7 @@ Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpri
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
 Access:    :func:`users`, :func:`user_count`, :func:`credentials`, :func:`audit`, :func:`agent_versions`,
-           :func:`agent_version`
+           :func:`versioned_agents`, :func:`agent_version`
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ledger.store import COST_GROUPS, Store
 
 __all__ = [
     "COST_GROUPS", "RUN_STATES", "agent_version", "agent_versions", "audit", "credentials", "user_count", "users",
+    "versioned_agents",
     "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
     "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
     "steps", "totals", "unpriced",
@@ -409,6 +410,12 @@ def agent_versions(store: Store, agent: str) -> list[dict[str, Any]]:
         r["created"] = iso(r["created"])
         r["size"] = int(r["size"] or 0)
     return rows
+
+
+def versioned_agents(store: Store) -> list[str]:
+    """The agents with saved versions (deleted ones included), sorted."""
+    with store._read() as conn:
+        return sorted(conn.execute(select(_VERSIONS.c.agent).distinct()).scalars())
 
 
 def agent_version(store: Store, agent: str, version: int) -> dict[str, Any] | None:

@@ -230,7 +230,7 @@ def test_agent_form_rejects_a_bad_model_and_writes_nothing(seeded):
     field = _form(at)
     field("name").input("newbie")
     field("model").input("gpt-4")
-    next(b for b in at.button if b.label == "Create agent").click().run()
+    next(b for b in at.button if b.label == "Review changes").click().run()
     (error,) = [e.value for e in at.error]
     assert "**model**" in error and "invalid model 'gpt-4'" in error and "nothing was written" in error
     assert {p.name: p.read_text() for p in seeded.iterdir()} == before
@@ -238,8 +238,10 @@ def test_agent_form_rejects_a_bad_model_and_writes_nothing(seeded):
     field = _form(at)
     field("model").input("anthropic:claude-sonnet-4-0")
     field("temperature").input("warm")
-    next(b for b in at.button if b.label == "Create agent").click().run()
-    assert "**temperature**" in at.error[0].value
+    field("budget").input("lots")
+    next(b for b in at.button if b.label == "Review changes").click().run()
+    assert "**temperature**" in at.error[0].value and "**daily_budget_usd**: 'lots' is not a number" in at.error[0].value
+    assert "agent_save" not in [b.key for b in at.button]  # nothing to save
     assert {p.name: p.read_text() for p in seeded.iterdir()} == before
 
 
@@ -251,7 +253,11 @@ def test_agent_form_creates_and_edits_an_agent(seeded):
     field("model").input("openai:gpt-4.1-nano")
     field("capabilities").input("tests, python")
     at.multiselect(key="agent_form_new_fallback").select("reviewer")
-    next(b for b in at.button if b.label == "Create agent").click().run()
+    next(b for b in at.button if b.label == "Review changes").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert not (seeded / "tester.yaml").exists()  # nothing is written before "Save"
+    assert "+model: openai:gpt-4.1-nano" in at.code[0].value
+    at.button(key="agent_save").click().run()
     assert not at.error, [e.value for e in at.error]
     assert any("Saved `tester.yaml`" in s.value for s in at.success)
     from agents.registry import load_registry
@@ -266,10 +272,16 @@ def test_agent_form_creates_and_edits_an_agent(seeded):
     field = _form(at, "agent_form_reviewer")
     assert field("description").value == "Meticulous code reviewer."
     field("model").input("anthropic:claude-sonnet-4-0")
-    next(b for b in at.button if b.label == "Save changes").click().run()
+    next(b for b in at.button if b.label == "Review changes").click().run()
+    diff = at.code[0].value
+    assert "-model: openai:gpt-4.1-mini" in diff and "+model: anthropic:claude-sonnet-4-0" in diff
+    assert [l for l in diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")] == [
+        "-model: openai:gpt-4.1-mini", "+model: anthropic:claude-sonnet-4-0"]  # only what changed
+    at.button(key="agent_save").click().run()
     assert not at.error, [e.value for e in at.error]
     text = (seeded / "reviewer.yaml").read_text()
-    assert text.startswith("# Reviews code.\n") and "model: anthropic:claude-sonnet-4-0" in text
+    assert text == ("# Reviews code.\ndescription: Meticulous code reviewer.\nmodel: anthropic:claude-sonnet-4-0\n"
+                    "capabilities: [code-review, python]\n")  # the file's own style and comment kept
 
 
 def test_test_agent_button_calls_the_agent(seeded, openai_fake):

@@ -145,3 +145,57 @@ def test_no_user_on_loopback_is_the_machine_user_and_elsewhere_a_refusal(tmp_pat
     (error,) = [e.value for e in at.error]
     assert "No dashboard user exists yet" in error and "orchestra users add" in error
     assert not at.title
+
+
+EDIT_CONTROLS = {"Review changes", "Delete agent", "Set limits"}
+
+
+def test_a_viewer_sees_no_edit_control_and_the_service_refuses_and_audits(team):
+    store, agents = team
+    at = as_user("vic", "views/agents.py", agents)
+    labels = {b.label for b in at.button}
+    assert not labels & EDIT_CONTROLS and not any(b.label.startswith("Restore") for b in at.button)
+    assert any("read-only for you" in c.value for c in at.caption)
+    member = as_user("mia", "views/agents.py", agents)
+    assert not {b.label for b in member.button} & EDIT_CONTROLS
+    admin = as_user("ada", "views/agents.py", agents)
+    assert {"Review changes", "Set limits"} <= {b.label for b in admin.button}
+
+    from dashboard import data as dd
+    from orchestra.access import Forbidden
+
+    with pytest.raises(Forbidden):  # what a crafted request would reach: the service says no
+        dd.save_agent({"name": "reviewer", "model": "openai:gpt-4.1"}, agents, overwrite=True,
+                      actor=Actor("vic", "viewer"))
+    assert "gpt-4.1-mini" in (agents / "reviewer.yaml").read_text()
+    (refused,) = queries.audit(store, outcome="refused")
+    assert (refused["actor"], refused["action"], refused["target"]) == ("vic", "agent.edit", "reviewer")
+
+
+def test_an_admin_deletes_with_confirmation_and_restores(team):
+    store, agents = team
+    at = as_user("ada", "views/agents.py", agents)
+    assert at.button(key="delete_button").disabled  # until the name is typed
+    at.text_input(key="delete_confirm").input("reviewer").run()
+    at.button(key="delete_button").click().run()
+    assert not at.error and not (agents / "reviewer.yaml").exists()
+    assert any("reviewer deleted" in s.value for s in at.success)
+    at.selectbox(key="versions_agent").set_value("reviewer").run()
+    at.button(key="restore_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert (agents / "reviewer.yaml").read_text().startswith("# Reviews code.")
+    assert [r["action"] for r in queries.audit(store, action="agent.")] == ["agent.restore", "agent.delete"]
+
+
+def test_limits_that_are_not_numbers_are_a_message_and_nothing_is_saved(team):
+    store, agents = team
+    at = as_user("ada", "views/agents.py", agents)
+    at.text_input(key="limits_rpm").input("fast")
+    next(b for b in at.button if b.label == "Set limits").click().run()
+    (error,) = [e.value for e in at.error]
+    assert "Requests per minute: 'fast' is not a whole number" in error
+    assert queries.limits(store) == [] and queries.audit(store, action="limits.set") == []
+    at.text_input(key="limits_rpm").input("120")
+    next(b for b in at.button if b.label == "Set limits").click().run()
+    assert [(r["provider"], r["rpm"]) for r in queries.limits(store)] == [("openai", 120)]
+    assert queries.audit(store, action="limits.set")[0]["actor"] == "ada"
