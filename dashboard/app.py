@@ -43,6 +43,8 @@ def pages(actor) -> dict[str, list]:
         "Ledger": [
             st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
             st.Page(VIEWS / "runs.py", title="Runs", icon=":material/list_alt:", url_path="runs"),
+            st.Page(VIEWS / "run.py", title="Run", icon=":material/account_tree:", url_path="run",
+                    visibility="hidden"),
             st.Page(VIEWS / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
         ],
         "Manage": manage,

@@ -61,7 +61,9 @@ __all__ = [
     "prefect_ui_url",
     "provider_rows",
     "recent_runs",
+    "dag_layout",
     "run_detail",
+    "step_extras",
     "run_filters",
     "run_rows",
     "agent_file_text",
@@ -204,18 +206,53 @@ def list_runs(store: Store, *, workflow: str | None = None, state: str | None = 
     return run_rows(queries.runs(store, limit=limit, workflow=workflow or None, state=state or None))
 
 
-def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
-    """``{"run", "inputs", "steps", "calls", "dead_letters"}`` of one run, or None.
+STEP_FIELDS = ("step", "kind", "state", "depends_on", "agent", "model", "items", "error", "prompt", "output",
+               "started", "ended")
+_CALL_FIELDS = ("status", "attempts", "errors", "cached", "input_tokens", "output_tokens", "cached_tokens",
+                "cost_usd", "latency_ms", "last_error")
 
-    ``steps``: one row per step, ``ledger.queries.run_steps`` (attempts counted by the
-    engine's rule: repairs, router calls and cache hits are not attempts).
+
+def _why(step: dict[str, Any], run_state: str) -> str | None:
+    """Why a step did not run (or not to the end), in a sentence; None when it completed."""
+    state = step["state"]
+    if state == "NOT_READY":
+        return step.get("error") or "an upstream step did not complete"
+    if state == "SKIPPED":
+        return "its `when:` condition was false"
+    if state == "FAILED":
+        return step.get("error") or step.get("last_error") or "failed"
+    if state == "CANCELLED":
+        return step.get("error") or "cancelled"
+    if state in ("PENDING", "RUNNING", "PAUSED") and run_state not in ("RUNNING",):
+        return f"never finished: the run ended {run_state} first"
+    if state == "PENDING":
+        return "waiting for its upstream steps"
+    if state == "PAUSED":
+        return "waiting for an approval"
+    return None
+
+
+def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
+    """``{"run", "inputs", "steps", "calls", "dead_letters", "first_failure", "final"}`` of one
+    run, or None.
+
+    ``steps``: every step of the run in workflow order, the ones that never ran included
+    (``ledger.queries.steps``), each with its state, kind, depends_on, agent, model,
+    prompt, output, started/ended (datetimes), ``duration_s``, ``why`` (a sentence when it
+    did not complete), its attempts folded by the engine's rule (``ledger.queries.run_steps``:
+    attempts, errors, status, tokens, cost, latency, last_error), its ``calls``, and
+    whatever other fields a step row carries (a kind's own: shown as they are). A run
+    recorded before steps were kept has one step per step that called a provider.
     ``calls``: every attempt. ``inputs``: ``[{"input", "value"}]`` (values as text).
+    ``first_failure``: ``{"step", "error"}`` of the first step that failed, else of the run.
     """
     run = queries.run(store, flow_run_id)
     if run is None:
         return None
     calls = run.pop("calls")
     run["n_calls"] = run.get("n_calls", len(calls))
+    run["cache_hits"] = sum(1 for c in calls if c["cached"])
+    run["provider_calls"] = len(calls) - run["cache_hits"]
     run["started"] = _parse(run["started"])
     run["ended"] = _parse(run["ended"])
     run["error"] = redact(run["error"]) if run["error"] else None
@@ -240,8 +277,64 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
          "error": _first_line(d["error"], 300), "created": _parse(d["created"])}
         for d in letters
     ]
-    steps = [{**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)]
-    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "dead_letters": dead}
+    folded = {row["step"]: {**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)}
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for c in call_rows:
+        by_step.setdefault(c["step"], []).append(c)
+    recorded = queries.steps(store, flow_run_id)
+    if not recorded:  # a run from before the steps table: the steps that called a provider
+        recorded = [{"step": name, "kind": "agent", "state": "FAILED" if f["status"] == "error" else "COMPLETED",
+                     "depends_on": [], "agent": f["agent"], "model": f["model"], "items": None, "error": None,
+                     "prompt": None, "output": None, "started": None, "ended": None} for name, f in folded.items()]
+    steps = []
+    for row in recorded:
+        f = folded.get(row["step"], {})
+        step = {**row, "started": _parse(row["started"]), "ended": _parse(row["ended"]),
+                "error": redact(row["error"]) if row.get("error") else None}
+        step["agent"] = step.get("agent") or f.get("agent")
+        step["model"] = step.get("model") or f.get("model")
+        for k in _CALL_FIELDS:
+            step[k] = f.get(k, 0 if k not in ("status", "last_error", "cached") else None)
+        step["cached"] = bool(f.get("cached"))
+        step["calls"] = by_step.get(row["step"], [])
+        step["duration_s"] = ((step["ended"] - step["started"]).total_seconds()
+                              if step["started"] and step["ended"] else None)
+        step["why"] = _why(step, run["state"])
+        steps.append(step)
+    failed = sorted((s for s in steps if s["state"] == "FAILED"),
+                    key=lambda s: s["ended"] or datetime.max.replace(tzinfo=UTC))
+    first = ({"step": failed[0]["step"], "error": failed[0]["why"]} if failed
+             else {"step": None, "error": run["error"]} if run["error"] else None)
+    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "dead_letters": dead,
+            "first_failure": first, "final": run["state"] != "RUNNING"}
+
+
+def step_extras(step: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a step row beyond the common ones (a kind's own: tool calls, an image,
+    an exit code, ...), non-empty ones only: the run page shows them as they are."""
+    known = set(STEP_FIELDS) | set(_CALL_FIELDS) | {"calls", "duration_s", "why"}
+    return {k: v for k, v in step.items() if k not in known and v not in (None, "", [], {})}
+
+
+def dag_layout(steps: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """``{step: (column, row)}``: a step's column is its longest chain of upstream steps,
+    its row its order among the steps of that column (workflow order)."""
+    names = [s["step"] for s in steps]
+    deps = {s["step"]: [d for d in s.get("depends_on") or [] if d in names] for s in steps}
+    depth: dict[str, int] = {}
+
+    def level(name: str, seen: frozenset = frozenset()) -> int:
+        if name not in depth:
+            depth[name] = 0 if name in seen else 1 + max((level(d, seen | {name}) for d in deps[name]), default=-1)
+        return depth[name]
+
+    rows: dict[int, int] = {}
+    out = {}
+    for name in names:
+        col = level(name)
+        out[name] = (col, rows.get(col, 0))
+        rows[col] = rows.get(col, 0) + 1
+    return out
 
 
 # --------------------------------------------------------------------------- audit

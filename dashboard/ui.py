@@ -317,6 +317,72 @@ def ranked_bars(rows: list[dict[str, Any]], title: str, top: int = 10, height: i
                               font=dict(size=14)))
 
 
+def dag(steps: list[dict[str, Any]], height: int | None = None) -> go.Figure:
+    """A run's DAG: one node per step (every step, the ones that never ran included),
+    coloured by state, an arrow per ``depends_on`` edge; hover tells why a step did not run."""
+    layout = dd.dag_layout(steps)
+    cols = max((c for c, _ in layout.values()), default=0) + 1
+    rows = max((r for _, r in layout.values()), default=0) + 1
+    fig = go.Figure()
+    for s in steps:
+        x1, y1 = layout[s["step"]]
+        for d in s.get("depends_on") or []:
+            if d in layout:
+                x0, y0 = layout[d]
+                fig.add_annotation(x=x1, y=-y1, ax=x0, ay=-y0, xref="x", yref="y", axref="x", ayref="y",
+                                   showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#9AA0A6",
+                                   standoff=16, startstandoff=16, text="")
+    for state in dict.fromkeys(s["state"] for s in steps):
+        group = [s for s in steps if s["state"] == state]
+        colour = STATE_COLORS.get(state, ("#80868B", "gray"))[0]
+        fig.add_trace(go.Scatter(
+            x=[layout[s["step"]][0] for s in group], y=[-layout[s["step"]][1] for s in group],
+            mode="markers+text", name=state, text=[s["step"] for s in group], textposition="bottom center",
+            marker=dict(size=26, color=colour, symbol="square", line=dict(width=2, color="white")),
+            customdata=[[s["state"], s.get("kind") or "", s.get("agent") or s.get("model") or "",
+                         s.get("why") or ""] for s in group],
+            hovertemplate="<b>%{text}</b> · %{customdata[0]}<br>%{customdata[1]} %{customdata[2]}"
+                          "<br>%{customdata[3]}<extra></extra>",
+        ))
+    fig.update_xaxes(visible=False, range=[-0.6, cols - 0.4])
+    fig.update_yaxes(visible=False, range=[-rows + 0.3, 0.7])
+    fig = _layout(fig, height or max(200, 60 + 90 * rows), title=dict(text="DAG", font=dict(size=14)))
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def timeline(steps: list[dict[str, Any]], now: datetime | None = None) -> go.Figure | None:
+    """When each step ran (first RUNNING to its final state; a running one up to now), and
+    under a step with several calls (``for_each`` items, retries) each call; None when
+    nothing has started."""
+    now = now or datetime.now(timezone.utc)
+    bars: list[tuple[str, datetime, datetime, str, str]] = []
+    for s in steps:
+        if s.get("started"):
+            end = s.get("ended") or now
+            bars.append((s["step"], s["started"], end, s["state"], f"{(end - s['started']).total_seconds():.1f} s"))
+        calls = [c for c in s.get("calls") or [] if c.get("created") and not c.get("cached")]
+        if len(calls) > 1 or (calls and not s.get("started")):
+            for i, c in enumerate(calls):
+                end = c["created"]
+                start = end - timedelta(milliseconds=c["latency_ms"] or 0)
+                label = f"  {s['step']} · call {i + 1}"
+                bars.append((label, start, end, "error" if c["status"] == "error" else "ok",
+                             f"attempt {c['attempt']} · {c['latency_ms']:.0f} ms · {c['status']}"))
+    if not bars:
+        return None
+    fig = go.Figure(go.Bar(
+        y=[b[0] for b in bars], base=[b[1] for b in bars],
+        x=[max((b[2] - b[1]).total_seconds() * 1000, 1.0) for b in bars], orientation="h",
+        marker_color=[STATE_COLORS.get(b[3], ("#80868B",))[0] for b in bars],
+        customdata=[[b[4]] for b in bars], hovertemplate="%{y}<br>%{customdata[0]}<extra></extra>",
+    ))
+    fig.update_xaxes(type="date", tickformat="%H:%M:%S", showgrid=True)
+    fig.update_yaxes(autorange="reversed", automargin=True, type="category")
+    return _layout(fig, max(160, 50 + 26 * len(bars)), title=dict(text="Timeline (UTC)", font=dict(size=14)),
+                   bargap=0.3)
+
+
 def chart(fig: go.Figure, key: str) -> None:
     st.plotly_chart(fig, width="stretch", key=key, config={"displayModeBar": False})
 

@@ -48,3 +48,52 @@ def set_limit(actor: Actor, provider: str, *, concurrency: int | None, rpm: int 
     return access.perform(actor, "limits.set", provider, change,
                           before={k: before[k] for k in keep} if before else None,
                           after=lambda row: {k: row[k] for k in keep} if row else None, store=store)
+
+
+def start_run(actor: Actor, request: Any, *, store: Any = None) -> str:
+    """Start a prepared run (``orchestra.runs.prepare``) in the background as ``actor``
+    (``run.start``, member and above); its flow-run id. Needs a Prefect API:
+    ``orchestra.runs.ensure_prefect()`` first."""
+    import asyncio
+
+    from orchestra import runs
+
+    access.require(actor, "run.start", request.wf.name, store=store)
+    return access.perform(actor, "run.start", request.wf.name, lambda: asyncio.run(runs.start(request)),
+                          after=lambda flow_run_id: {"flow_run_id": flow_run_id, "inputs": request.values,
+                                                     "model": request.model, "budget_usd": request.budget},
+                          store=store)
+
+
+def answer_approval(actor: Actor, flow_run_id: str, *, approved: bool, reason: str = "", store: Any = None) -> None:
+    """Approve or reject a run paused at an approval step (``run.approve``)."""
+    import asyncio
+
+    access.require(actor, "run.approve", flow_run_id, store=store)
+    from flows.steps.approval import answer
+
+    access.perform(actor, "run.approve", flow_run_id,
+                   lambda: asyncio.run(answer(flow_run_id, approved=approved, reason=reason)),
+                   after={"approved": approved, "reason": reason or None}, store=store)
+
+
+def cancel_run(actor: Actor, flow_run_id: str, *, store: Any = None) -> None:
+    """Ask Prefect to cancel a flow run (``run.cancel``): its state becomes CANCELLING and
+    the process running it stops; the ledger records CANCELLED when the flow ends."""
+    import asyncio
+    import uuid
+
+    access.require(actor, "run.cancel", flow_run_id, store=store)
+    try:
+        run_id = uuid.UUID(str(flow_run_id))
+    except ValueError:
+        raise ValueError(f"flow run {flow_run_id!r}: not a Prefect flow-run id") from None
+
+    async def cancel() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        async with get_client() as client:
+            await client.set_flow_run_state(run_id, Cancelling(message=f"cancelled by {actor.name}"), force=True)
+
+    access.perform(actor, "run.cancel", flow_run_id, lambda: asyncio.run(cancel()), store=store)

@@ -52,10 +52,11 @@ def approve(
     runtime.configure(quiet_console=True)
     if _known_prefect() is None:
         raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
-    from flows.steps.approval import answer
+    from orchestra import actions
+    from orchestra.access import cli_actor
 
     try:
-        asyncio.run(answer(run_id, approved=not reject, reason=reason))
+        actions.answer_approval(cli_actor(), run_id, approved=not reject, reason=reason)
     except ValueError as exc:
         raise fail(str(exc)) from None
     out.print(f"{'rejected' if reject else 'approved'}: flow run {run_id}" + (f" ({reason})" if reason else ""),
