@@ -47,6 +47,8 @@ def pages(actor) -> dict[str, list]:
                     visibility="hidden"),
             st.Page(VIEWS / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
         ],
+        "Run": [st.Page(VIEWS / "workflows.py", title="Workflows", icon=":material/account_tree:",
+                        url_path="workflows")],
         "Manage": manage,
     }
 

@@ -53,6 +53,10 @@ __all__ = [
     "flow_run_url",
     "general_settings",
     "health_rows",
+    "input_text",
+    "parse_budget",
+    "workflow_entries",
+    "workflow_entry",
     "kpis",
     "ledger_key",
     "orchestra_blocks",
@@ -335,6 +339,71 @@ def dag_layout(steps: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
         out[name] = (col, rows.get(col, 0))
         rows[col] = rows.get(col, 0) + 1
     return out
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def workflow_entry(path: str | Path) -> dict[str, Any]:
+    """One workflow file as the Workflows page shows it: name, file, description, type,
+    ``ok``, ``problems`` (each naming the step or field), ``steps`` (for the DAG preview:
+    step, kind, depends_on, agent, state "PENDING") and ``inputs`` (name -> type,
+    description, default, required)."""
+    from flows.spec import WorkflowError, load_workflow
+
+    path = Path(path)
+    entry: dict[str, Any] = {"name": path.stem, "file": str(path), "description": None, "type": None, "ok": False,
+                             "problems": [], "steps": [], "inputs": {}}
+    try:
+        wf = load_workflow(path)
+    except WorkflowError as exc:
+        entry["problems"] = [redact(p) for p in exc.problems]
+        return entry
+    except (OSError, ValueError) as exc:
+        entry["problems"] = [redact(str(exc))]
+        return entry
+    deps = wf.dependencies()
+    entry.update(name=wf.name, description=wf.description, type=wf.type, ok=True,
+                 steps=[{"step": s.id, "kind": s.kind, "depends_on": deps[s.id], "state": "PENDING",
+                         "agent": s.agent if isinstance(s.agent, str) else None,
+                         "why": f"for_each: {s.for_each}" if s.for_each else None} for s in wf.steps],
+                 inputs={k: {"type": v.type, "description": v.description, "default": v.default,
+                             "required": v.is_required} for k, v in wf.inputs.items()})
+    return entry
+
+
+def workflow_entries(extra: list[str] | None = None) -> list[dict[str, Any]]:
+    """The shipped workflows (``deployments/workflows``) and any other files named in ``extra``."""
+    from orchestra.runtime import workflows_dir
+    from orchestra.workflows import SUFFIXES
+
+    folder = workflows_dir()
+    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file()) if folder.is_dir() else []
+    entries = [{**workflow_entry(p), "source": "shipped"} for p in files]
+    for path in extra or []:
+        entries.append({**workflow_entry(path), "source": "file"})
+    return entries
+
+
+def parse_budget(text: Any) -> float | None:
+    """A budget field's text as USD (empty: none); ValueError naming the field."""
+    raw = str(text or "").strip().removeprefix("$")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"budget: {raw!r} is not a number of USD") from None
+    if value < 0 or value != value or value in (float("inf"),):
+        raise ValueError(f"budget: must be a number of USD >= 0 (got {raw})")
+    return value
+
+
+def input_text(value: Any) -> str:
+    """A typed default as the text the form shows (JSON for objects and arrays)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 # --------------------------------------------------------------------------- audit
