@@ -46,6 +46,11 @@ __all__ = [
     "agents_dir",
     "audit_rows",
     "breaker_rows",
+    "budget_rows",
+    "failure_costs",
+    "latency_rows",
+    "run_costs",
+    "step_cost_per_day",
     "cost_per_day",
     "cost_rows",
     "dagger_status",
@@ -55,6 +60,7 @@ __all__ = [
     "health_rows",
     "input_text",
     "parse_budget",
+    "with_links",
     "workflow_entries",
     "workflow_entry",
     "kpis",
@@ -170,6 +176,11 @@ def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for r in runs
     ]
+
+
+def with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run rows with ``link``: the run's page in this dashboard (``run?id=<flow run id>``)."""
+    return [{**r, "link": f"run?id={r['flow_run_id']}"} for r in rows]
 
 
 def recent_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
@@ -502,6 +513,48 @@ def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[d
         r["label"] = str(r[by]) if r[by] not in (None, "") else blank
         r["tokens"] = r["input_tokens"] + r["output_tokens"]
     return rows
+
+
+def run_costs(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    return queries.run_costs(store, since=since)
+
+
+def step_cost_per_day(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    return queries.step_cost_per_day(store, since=since)
+
+
+def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    return queries.failure_costs(store, since=since)
+
+
+def latency_rows(store: Store, by: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """p50/p95 latency per model or agent, with a printable ``label``."""
+    rows = queries.latency_percentiles(store, by, since=since)  # type: ignore[arg-type]
+    for r in rows:
+        r["label"] = str(r[by]) if r[by] else (NO_AGENT if by == "agent" else "(none)")
+    return rows
+
+
+def budget_rows(store: Store, folder: str | Path | None = None, *, now: datetime | None = None) -> dict[str, Any]:
+    """Budgets and how much of each is used: ``agents`` (each agent's ``daily_budget_usd``
+    and what it spent since midnight UTC) and ``runs`` (the newest runs that had a budget)."""
+    from agents.registry import agent_files, load_agent
+
+    budgets: dict[str, float] = {}
+    for path in agent_files(agents_dir(folder)):
+        try:
+            a = load_agent(path)
+        except ValueError:
+            continue
+        if a.daily_budget_usd is not None:
+            budgets[a.name] = float(a.daily_budget_usd)
+    midnight = _now(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = queries.agent_spend(store, sorted(budgets), since=midnight)
+    agents = [{"agent": name, "budget_usd": budgets[name], "spent_usd": spent.get(name, 0.0),
+               "used": (spent.get(name, 0.0) / budgets[name]) if budgets[name] else None} for name in sorted(budgets)]
+    runs = [{**r, "started": _parse(r["started"]), "used": (r["cost_usd"] / r["budget_usd"]) if r["budget_usd"]
+             else None} for r in queries.budgeted_runs(store)]
+    return {"agents": agents, "runs": runs}
 
 
 def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ plotly charts, empty states and the sidebar.  No SQL, no Prefect here either."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import plotly.graph_objects as go
@@ -82,6 +82,31 @@ def unpriced(ledger: str, days: int | None) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def run_costs(ledger: str, days: int | None) -> list[dict[str, Any]]:
+    return dd.run_costs(dd.store_for(), since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def step_cost_per_day(ledger: str, days: int | None) -> list[dict[str, Any]]:
+    return dd.step_cost_per_day(dd.store_for(), since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def failure_costs(ledger: str, days: int | None) -> dict[str, Any]:
+    return dd.failure_costs(dd.store_for(), since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def latency_rows(ledger: str, by: str, days: int | None) -> list[dict[str, Any]]:
+    return dd.latency_rows(dd.store_for(), by, since=_since(days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def budget_rows(ledger: str, folder: str) -> dict[str, Any]:
+    return dd.budget_rows(dd.store_for(), folder)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def prefect_ui_url() -> str | None:
     return dd.prefect_ui_url()
 
@@ -145,7 +170,26 @@ def count(n: int | float | None) -> str:
 
 
 def percent(x: float | None) -> str:
-    return "—" if x is None else f"{x:.0%}"
+    """A share as a percentage that never rounds to 100 % (or 0 %) when it is not:
+    17,178 of 17,200 is "99.9%", not "100%"."""
+    if x is None:
+        return "—"
+    for decimals in range(0, 4):
+        text = f"{x:.{decimals}%}"
+        value = float(text[:-1])
+        if (x < 1 and value >= 100) or (x > 0 and value == 0):
+            continue
+        return text
+    return f"{x:.4%}"
+
+
+def money_tickformat(values: list[float]) -> str:
+    """One d3 format for a money axis, so every tick reads alike ($0.0002, $0.0004, never
+    "$200μ" beside "$0.0002"): two decimals from a dollar up, else enough for the largest value."""
+    top = max((abs(v) for v in values if v), default=0.0)
+    if top >= 1 or top == 0:
+        return ",.2f"
+    return f",.{min(8, 1 - math.floor(math.log10(top)))}f"
 
 
 def ago(ts: datetime | None) -> str:
@@ -186,12 +230,19 @@ COLUMNS = {
     "cached_tokens": st.column_config.NumberColumn("Cached tokens", format="localized"),
     "cost_usd": st.column_config.NumberColumn("Cost", format="$%.6f"),
     "latency_ms": st.column_config.NumberColumn("Latency", format="%.0f ms"),
-    "error": st.column_config.TextColumn("Error", width="large"),
+    "error": st.column_config.TextColumn("Error", width="medium"),
     "last_error": st.column_config.TextColumn("Last error", width="large"),
     "flow_run_id": st.column_config.TextColumn("Flow run"),
+    "link": st.column_config.LinkColumn("Run page", display_text="open", width="small"),
     "cached": st.column_config.CheckboxColumn("Cached"),
     "priced": st.column_config.CheckboxColumn("Priced"),
     "daily_budget_usd": st.column_config.NumberColumn("Daily budget", format="$%.2f"),
+    "budget_usd": st.column_config.NumberColumn("Budget", format="$%.4f"),
+    "spent_usd": st.column_config.NumberColumn("Spent today", format="$%.6f"),
+    "used": st.column_config.ProgressColumn("Used", format="percent", min_value=0.0, max_value=1.0),
+    "p50_ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
+    "p95_ms": st.column_config.NumberColumn("p95", format="%.0f ms"),
+    "mean_ms": st.column_config.NumberColumn("Mean", format="%.0f ms"),
     "#": st.column_config.NumberColumn("#"),
     "step": st.column_config.TextColumn("Step"),
     "agent": st.column_config.TextColumn("Agent"),
@@ -274,8 +325,12 @@ def _layout(fig: go.Figure, height: int, **kwargs: Any) -> go.Figure:
     return fig
 
 
-def day_bars(days: list[dict[str, Any]], title: str, height: int = 320) -> go.Figure:
-    """Cost per day; with no cost at all (free or unpriced models), calls per day."""
+def day_bars(days: list[dict[str, Any]], title: str, height: int = 320, min_days: int = 7) -> go.Figure:
+    """Cost per day; with no cost at all (free or unpriced models), calls per day. The axis
+    starts at the first day with calls (at least ``min_days`` shown), one tick per day or
+    per few days, so a young ledger is not one thin bar at the edge of a month."""
+    first = next((i for i, d in enumerate(days) if d["calls"]), len(days))
+    days = days[min(first, max(0, len(days) - min_days)):]
     priced = any(d["cost_usd"] for d in days)
     y = [d["cost_usd"] if priced else d["calls"] for d in days]
     fig = go.Figure(go.Bar(
@@ -284,11 +339,65 @@ def day_bars(days: list[dict[str, Any]], title: str, height: int = 320) -> go.Fi
         hovertemplate="%{x|%a %d %b}<br>cost %{customdata[0]}<br>%{customdata[1]} calls"
                       "<br>%{customdata[2]} tokens<extra></extra>",
     ))
-    fig.update_xaxes(type="date", tickformat="%d %b", showgrid=False)
+    step = max(1, math.ceil(len(days) / 12))
+    fig.update_xaxes(type="date", tickformat="%d %b", showgrid=False, dtick=step * 86_400_000,
+                     ticklabelmode="instant")
+    if days:
+        span = [datetime.combine(days[0]["day"], datetime.min.time()) - timedelta(hours=12),
+                datetime.combine(days[-1]["day"], datetime.min.time()) + timedelta(hours=12)]
+        fig.update_xaxes(range=span)
     fig.update_yaxes(title_text="cost (USD)" if priced else "calls", tickprefix="$" if priced else "",
-                     rangemode="tozero")
+                     tickformat=money_tickformat(y) if priced else ",d", rangemode="tozero")
     return _layout(fig, height, title=dict(text=title if priced else f"{title} — no priced calls, showing calls",
                                            font=dict(size=14)), bargap=0.25)
+
+
+def run_scatter(rows: list[dict[str, Any]], title: str = "Cost per run", height: int = 340) -> go.Figure:
+    """Each run as a dot: when it started, what it cost; one colour per workflow, failures as crosses."""
+    fig = go.Figure()
+    palette = ["#6C5CE7", "#00B894", "#0984E3", "#E17055", "#FDCB6E", "#E84393", "#636E72", "#55EFC4"]
+    workflows = list(dict.fromkeys(r["workflow"] for r in rows))
+    for i, wf in enumerate(workflows):
+        group = [r for r in rows if r["workflow"] == wf]
+        fig.add_trace(go.Scattergl(
+            x=[r["started"] for r in group], y=[r["cost_usd"] for r in group], mode="markers", name=wf,
+            marker=dict(size=6, color=palette[i % len(palette)],
+                        symbol=["x" if r["state"] in ("FAILED", "CRASHED") else "circle" for r in group]),
+            customdata=[[money(r["cost_usd"]), r["state"], r["calls"]] for r in group],
+            hovertemplate=f"{wf}<br>%{{x|%d %b %H:%M}}<br>%{{customdata[0]}} · %{{customdata[1]}}"
+                          "<br>%{customdata[2]} calls<extra></extra>"))
+    fig.update_yaxes(title_text="cost (USD)", tickprefix="$", tickformat=money_tickformat(
+        [r["cost_usd"] for r in rows]), rangemode="tozero")
+    fig.update_xaxes(type="date", tickformat="%d %b")
+    fig = _layout(fig, height, title=dict(text=title, font=dict(size=14)))
+    fig.update_layout(showlegend=len(workflows) > 1, legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def step_day_bars(rows: list[dict[str, Any]], title: str = "Cost per step per day (top steps)",
+                  height: int = 340) -> go.Figure:
+    """Stacked bars: each day's cost split by step (``workflow/step``)."""
+    fig = go.Figure()
+    palette = ["#6C5CE7", "#00B894", "#0984E3", "#E17055", "#FDCB6E", "#E84393", "#636E72", "#55EFC4"]
+    steps = list(dict.fromkeys(r["step"] for r in sorted(rows, key=lambda r: -r["cost_usd"])))
+    for i, step in enumerate(steps):
+        group = [r for r in rows if r["step"] == step]
+        fig.add_trace(go.Bar(x=[r["day"] for r in group], y=[r["cost_usd"] for r in group], name=step,
+                             marker_color=palette[i % len(palette)],
+                             customdata=[[money(r["cost_usd"]), r["calls"]] for r in group],
+                             hovertemplate=f"{step}<br>%{{x|%d %b}}<br>%{{customdata[0]}} · %{{customdata[1]}} "
+                                           "calls<extra></extra>"))
+    totals: dict[str, float] = {}
+    for r in rows:
+        totals[r["day"]] = totals.get(r["day"], 0.0) + r["cost_usd"]
+    days = sorted(totals)
+    span = (date.fromisoformat(days[-1]) - date.fromisoformat(days[0])).days + 1 if days else 1
+    fig.update_xaxes(type="date", tickformat="%d %b", dtick=max(1, math.ceil(span / 12)) * 86_400_000)
+    fig.update_yaxes(title_text="cost (USD)", tickprefix="$", tickformat=money_tickformat(list(totals.values())),
+                     rangemode="tozero")
+    fig = _layout(fig, height, title=dict(text=title, font=dict(size=14)), barmode="stack", bargap=0.25)
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.15))
+    return fig
 
 
 def ranked_bars(rows: list[dict[str, Any]], title: str, top: int = 10, height: int | None = None,
@@ -310,7 +419,8 @@ def ranked_bars(rows: list[dict[str, Any]], title: str, top: int = 10, height: i
                       "<br>%{customdata[2]} tokens<extra></extra>",
     ))
     fig.update_xaxes(title_text="cost (USD)" if priced else "calls", tickprefix="$" if priced else "",
-                     range=[0, (max(values) or 1) * (1.5 if notes else 1.3)], showgrid=True)
+                     tickformat=money_tickformat(values) if priced else ",d",
+                     range=[0, (max(values, default=0) or 1) * (1.5 if notes else 1.3)], showgrid=True)
     fig.update_yaxes(automargin=True, ticksuffix="  ")
     return _layout(fig, height or max(220, 60 + 34 * len(rows)),
                    title=dict(text=title if priced else f"{title} (calls; nothing was priced)",

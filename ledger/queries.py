@@ -7,7 +7,9 @@ session, a connection or a table. An empty ledger gives empty lists and zeros.
 
 Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), :func:`progress`,
            :func:`run_steps` (calls per step), :func:`step_attempts`, :func:`totals`, :func:`run_workflows`
-Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
+Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`, :func:`run_costs`,
+           :func:`step_cost_per_day`, :func:`failure_costs`, :func:`latency_percentiles`, :func:`agent_spend`,
+           :func:`budgeted_runs`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
 Access:    :func:`users`, :func:`user_count`, :func:`credentials`, :func:`audit`, :func:`agent_versions`,
@@ -30,7 +32,8 @@ from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
-    "COST_GROUPS", "RUN_STATES", "agent_version", "agent_versions", "audit", "credentials", "user_count", "users",
+    "COST_GROUPS", "RUN_STATES", "agent_spend", "budgeted_runs", "failure_costs", "latency_percentiles", "run_costs",
+    "step_cost_per_day", "agent_version", "agent_versions", "audit", "credentials", "user_count", "users",
     "versioned_agents",
     "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
     "dead_letters", "health", "kpis", "limits", "progress", "run", "run_steps", "run_workflows", "runs", "step_attempts",
@@ -203,8 +206,16 @@ def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
 
 
 def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
-    rows = cost_groups(store, "model", since=since)
-    out = {k: sum(r[k] for r in rows) for k in ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}
+    c = _CALLS.c
+    q = totals_select().add_columns(
+        func.coalesce(func.sum(case((c.cached.is_(True), 1), else_=0)), 0).label("cache_hits"))
+    if since is not None:
+        q = q.where(c.created >= aware(since))
+    with store._read() as conn:
+        row = conn.execute(q).mappings().one()
+    out: dict[str, Any] = totals_dict(row)
+    out["cache_hits"] = int(row["cache_hits"] or 0)
+    out["provider_calls"] = out["calls"] - out["cache_hits"]
     out["tokens"] = out["input_tokens"] + out["output_tokens"]
     return out
 
@@ -212,7 +223,8 @@ def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
 def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
     """``{"recent": {...}, "all": {...}, "days": days}``; each has runs, completed,
     finished, running, success_rate (completed / finished runs, None without any
-    finished run), calls, input/output/cached tokens, tokens and cost_usd.
+    finished run), calls (every ledger row), cache_hits, provider_calls (calls that
+    reached a provider), input/output/cached tokens, tokens and cost_usd.
     "recent" counts runs started and calls made in the last ``days`` days."""
     since = _now(now) - timedelta(days=days)
     out: dict[str, Any] = {"days": days}
@@ -263,6 +275,119 @@ def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
         models = [{"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
                    "output_tokens": int(r["output_tokens"])} for r in conn.execute(q).mappings()]
     return {"calls": sum(m["calls"] for m in models), "models": models}
+
+
+def run_costs(store: Store, *, since: datetime | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+    """What each run cost, oldest first (the newest ``limit``): flow_run_id, workflow, state,
+    started (datetime), cost_usd, calls."""
+    r = _RUNS.c
+    q = select(r.flow_run_id, r.workflow, r.state, r.started, r.cost_usd, r.calls).order_by(r.started.desc())
+    if since is not None:
+        q = q.where(r.started >= aware(since))
+    with store._read() as conn:
+        rows = conn.execute(q.limit(int(limit))).mappings().all()
+    return [{**dict(row), "cost_usd": float(row["cost_usd"] or 0.0), "calls": int(row["calls"] or 0)}
+            for row in reversed(rows)]
+
+
+def step_cost_per_day(store: Store, *, since: datetime | None = None, top: int = 8) -> list[dict[str, Any]]:
+    """Cost per UTC day of the ``top`` most expensive steps (``workflow/step``), oldest
+    first: day (``YYYY-MM-DD``), step, cost_usd, calls."""
+    c, r = _CALLS.c, _RUNS.c
+    label = (r.workflow + "/" + c.step).label("step")
+    base = select(label, func.sum(c.cost_usd).label("cost_usd")).select_from(
+        _CALLS.join(_RUNS, r.flow_run_id == c.flow_run_id))
+    if since is not None:
+        base = base.where(c.created >= aware(since))
+    with store._read() as conn:
+        leaders = [row["step"] for row in conn.execute(
+            base.group_by(label).order_by(func.sum(c.cost_usd).desc()).limit(int(top))).mappings()]
+        if not leaders:
+            return []
+        day = day_of(c.created)
+        q = (select(day.label("day"), label, func.sum(c.cost_usd).label("cost_usd"), func.count(c.id).label("calls"))
+             .select_from(_CALLS.join(_RUNS, r.flow_run_id == c.flow_run_id))
+             .where((r.workflow + "/" + c.step).in_(leaders)).group_by(day, label).order_by(day))
+        if since is not None:
+            q = q.where(c.created >= aware(since))
+        rows = conn.execute(q).mappings().all()
+    return [{"day": str(row["day"]), "step": row["step"], "cost_usd": float(row["cost_usd"] or 0.0),
+             "calls": int(row["calls"])} for row in rows]
+
+
+def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    """Money spent on what did not succeed: ``failed_attempts`` (calls that failed),
+    ``failed_steps`` (successful calls of steps that failed anyway: a bad repair, a later
+    item), ``failed_runs`` (everything runs that did not complete cost); each with its count."""
+    c, r, st = _CALLS.c, _RUNS.c, _STEPS.c
+    with store._read() as conn:
+        q = select(func.count(c.id), func.coalesce(func.sum(c.cost_usd), 0.0)).where(c.status == "error")
+        if since is not None:
+            q = q.where(c.created >= aware(since))
+        attempts = conn.execute(q).one()
+        q = (select(func.count(c.id), func.coalesce(func.sum(c.cost_usd), 0.0))
+             .select_from(_CALLS.join(_STEPS, (st.flow_run_id == c.flow_run_id) & (st.step == c.step)))
+             .where(st.state == "FAILED", c.status == "ok"))
+        if since is not None:
+            q = q.where(c.created >= aware(since))
+        steps_ = conn.execute(q).one()
+        q = select(func.count(), func.coalesce(func.sum(r.cost_usd), 0.0)).where(
+            r.state.in_(("FAILED", "CRASHED", "CANCELLED")))
+        if since is not None:
+            q = q.where(r.started >= aware(since))
+        runs_ = conn.execute(q).one()
+    return {"failed_attempts": {"calls": int(attempts[0]), "cost_usd": float(attempts[1])},
+            "failed_steps": {"calls": int(steps_[0]), "cost_usd": float(steps_[1])},
+            "failed_runs": {"runs": int(runs_[0]), "cost_usd": float(runs_[1])}}
+
+
+def latency_percentiles(store: Store, by: Literal["model", "agent"] = "model", *,
+                        since: datetime | None = None) -> list[dict[str, Any]]:
+    """p50 and p95 latency (ms, nearest rank) of successful provider calls (cache hits left
+    out) per ``model`` or ``agent``, with their count and mean; most calls first."""
+    if by not in ("model", "agent"):
+        raise ValueError(f"latency percentiles by {by!r}: model or agent")
+    c = _CALLS.c
+    key = c.model if by == "model" else c.agent
+    rank = func.row_number().over(partition_by=key, order_by=c.latency_ms).label("rank")
+    n = func.count().over(partition_by=key).label("n")
+    inner = select(key.label("key"), c.latency_ms, rank, n).where(c.cached.is_(False), c.status == "ok")
+    if since is not None:
+        inner = inner.where(c.created >= aware(since))
+    sub = inner.subquery()
+    q = (select(sub.c.key, func.max(sub.c.n).label("calls"), func.avg(sub.c.latency_ms).label("mean"),
+                func.min(case((sub.c.rank >= 0.5 * sub.c.n, sub.c.latency_ms))).label("p50"),
+                func.min(case((sub.c.rank >= 0.95 * sub.c.n, sub.c.latency_ms))).label("p95"))
+         .group_by(sub.c.key).order_by(func.max(sub.c.n).desc(), sub.c.key))
+    with store._read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [{by: row["key"], "calls": int(row["calls"]), "mean_ms": float(row["mean"] or 0.0),
+             "p50_ms": float(row["p50"] or 0.0), "p95_ms": float(row["p95"] or 0.0)} for row in rows]
+
+
+def agent_spend(store: Store, agents: list[str], *, since: datetime) -> dict[str, float]:
+    """What each of ``agents`` spent since ``since`` (daily budgets); 0.0 for no calls."""
+    c = _CALLS.c
+    if not agents:
+        return {}
+    q = (select(c.agent, func.coalesce(func.sum(c.cost_usd), 0.0)).where(c.agent.in_(list(agents)),
+                                                                          c.created >= aware(since))
+         .group_by(c.agent))
+    with store._read() as conn:
+        found = {a: float(v) for a, v in conn.execute(q).all()}
+    return {a: found.get(a, 0.0) for a in agents}
+
+
+def budgeted_runs(store: Store, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest runs that had a budget: flow_run_id, workflow, state, started (ISO),
+    budget_usd, cost_usd (live for a RUNNING run)."""
+    q = (select(_RUNS.c.flow_run_id).where(_RUNS.c.budget_usd.is_not(None))
+         .order_by(_RUNS.c.started.desc()).limit(int(limit)))
+    with store._read() as conn:
+        ids = list(conn.execute(q).scalars())
+    rows = [run(store, i) for i in ids]
+    return [{k: r[k] for k in ("flow_run_id", "workflow", "state", "started", "budget_usd", "cost_usd")}
+            for r in rows if r is not None]
 
 
 # --------------------------------------------------------------------------- self-healing

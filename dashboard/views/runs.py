@@ -3,6 +3,7 @@
 
 import streamlit as st
 
+from dashboard import data as dd
 from dashboard import run_view, ui
 
 ALL_WORKFLOWS, ALL_STATES = "All workflows", "All states"
@@ -26,8 +27,8 @@ if not rows:
     st.stop()
 
 st.caption(f"{len(rows)} run{'s' if len(rows) != 1 else ''}, newest first. Select a row to see its steps.")
-picked = ui.table(rows, ["started", "workflow", "state", "duration_s", "calls", "tokens", "cost_usd", "error",
-                         "flow_run_id"], on_select="rerun", selection_mode="single-row", key="runs_table",
+picked = ui.table(dd.with_links(rows), ["started", "workflow", "state", "duration_s", "calls", "tokens", "cost_usd",
+                                        "link", "error"], on_select="rerun", selection_mode="single-row", key="runs_table",
                   csv="runs.csv")
 selected_rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
 ids = [r["flow_run_id"] for r in rows]

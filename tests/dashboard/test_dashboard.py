@@ -115,12 +115,17 @@ def test_overview_kpis_chart_and_recent_runs(seeded):
     at = app()
     assert [t.value for t in at.title] == ["Overview"]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Runs": "3", "Success rate": "50%", "Cost": "$0.0101", "Calls": "8", "Tokens": "2.4k"}
+    assert metrics == {"Runs": "3", "Success rate": "50%", "Cost": "$0.0101", "Provider calls": "7",
+                       "Tokens": "2.4k"}  # the cache hit is not a provider call
     captions = " ".join(c.value for c in at.caption)
     assert "All time: **4**" in captions and "All time: **67%**" in captions
+    assert "All time: **8** · 1 cached" in captions
     assert len(at.get("plotly_chart")) == 1
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert len(chart["data"][0]["x"]) == 30 and max(chart["data"][0]["y"]) > 0
+    # from the first day with a call (20 days ago) to today, not a 30-day axis with empty days first
+    assert len(chart["data"][0]["x"]) == 21 and chart["data"][0]["y"][0] == 0 and max(chart["data"][0]["y"]) > 0
+    assert chart["layout"]["xaxis"]["dtick"] == 2 * 86_400_000  # one tick every other day: none repeated
+    assert chart["layout"]["yaxis"]["tickformat"] == ",.4f" and chart["layout"]["yaxis"]["tickprefix"] == "$"
     md = " ".join(m.value for m in at.markdown)
     assert "**Latest run:** code-review" in md and "**Costliest workflow:** nightly-digest" in md
     runs = at.dataframe[0].value
@@ -195,7 +200,7 @@ def test_runs_page_steps_attempts_cached_and_no_prefect(seeded):
 def test_costs_page_charts_and_unpriced_calls(seeded):
     at = app("views/costs.py")
     charts = at.get("plotly_chart")
-    assert len(charts) == 4
+    assert len(charts) == 6  # by model, agent, workflow, day; per run; per step per day
     by_model = json.loads(charts[0].proto.spec)["data"][0]
     assert by_model["y"][-1] == "anthropic:claude-sonnet-4-0"  # the most expensive bar on top
     assert set(by_model["y"]) == {"anthropic:claude-sonnet-4-0", "openai:gpt-4.1-mini", "openai:my-local-llama"}
@@ -205,8 +210,18 @@ def test_costs_page_charts_and_unpriced_calls(seeded):
     assert "1 call could not be priced" in warning and "openai:my-local-llama" in warning
     assert {m.label: m.value for m in at.metric}["Unpriced calls"] == "1"
     assert any("**Top model:** `anthropic:claude-sonnet-4-0`" in m.value for m in at.markdown)
-    tables = at.dataframe
-    assert len(tables) == 4 and list(tables[2].value["label"]) == ["nightly-digest", "code-review"]
+    breakdowns = [d.value for d in at.dataframe if "cached_tokens" in d.value.columns]
+    assert len(breakdowns) == 4 and list(breakdowns[2]["label"]) == ["nightly-digest", "code-review"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Runs that did not complete"] == "$0.0096"  # the failed digest run
+    latency = next(d.value for d in at.dataframe if "p95_ms" in d.value.columns).set_index("label")
+    assert latency.loc["openai:gpt-4.1-mini", "p50_ms"] == 380 and latency.loc["openai:gpt-4.1-mini", "p95_ms"] == 410
+    assert len(at.get("download_button")) >= 6  # CSV of every table
+    specs = [json.loads(c.proto.spec) for c in charts]
+    formats = {s["layout"].get("yaxis", {}).get("tickformat") or s["layout"].get("xaxis", {}).get("tickformat")
+               for s in specs if s["layout"].get("yaxis", {}).get("tickprefix") == "$"
+               or s["layout"].get("xaxis", {}).get("tickprefix") == "$"}
+    assert formats and all(f.startswith(",.") and f.endswith("f") for f in formats)  # never SI ("200μ")
 
     at.button_group(key="costs_window").set_value("Last 7 days").run()
     assert not at.exception and not at.warning  # the unpriced call is 20 days old

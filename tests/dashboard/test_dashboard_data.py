@@ -540,3 +540,11 @@ def test_prefect_status_says_whether_the_api_answers(monkeypatch, tmp_path):
     assert "pw-secret" not in repr(status) and status["ui_url"] == f"http://127.0.0.1:{server.server_port}"
     status = dd.prefect_status()  # the server is gone now
     assert status["reachable"] is False and "cannot be reached" in status["summary"]
+
+
+def test_percent_never_rounds_failures_away():
+    from dashboard.ui import money_tickformat, percent
+
+    assert percent(17_178 / 17_200) == "99.9%" and percent(1.0) == "100%" and percent(0.5) == "50%"
+    assert percent(1 / 17_200) == "0.01%" and percent(0.0) == "0%" and percent(None) == "—"
+    assert money_tickformat([0.0002, 0.0001]) == ",.5f" and money_tickformat([12.0]) == ",.2f"
