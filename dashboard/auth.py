@@ -110,8 +110,9 @@ def _login_form(oidc: bool) -> None:
         st.title("Orchestra")
         st.caption("Log in to see the ledger, runs and agents.")
         if oidc:
-            st.button("Log in with single sign-on", on_click=st.login, type="primary", icon=":material/login:",
-                      width="stretch", key="login_oidc")
+            if st.button("Log in with single sign-on", type="primary", icon=":material/login:", width="stretch",
+                         key="login_oidc"):
+                st.login()  # to the provider, back at /oauth2callback, then st.user is the identity
         with st.form("login", border=True):
             name = st.text_input("User name", key="login_name", autocomplete="username")
             password = st.text_input("Password", type="password", key="login_password",

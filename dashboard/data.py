@@ -515,8 +515,11 @@ def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[d
     return rows
 
 
+RUN_POINTS = 2000  # the cost-per-run chart's newest runs
+
+
 def run_costs(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:
-    return queries.run_costs(store, since=since)
+    return queries.run_costs(store, since=since, limit=RUN_POINTS)
 
 
 def step_cost_per_day(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:

@@ -353,24 +353,29 @@ def day_bars(days: list[dict[str, Any]], title: str, height: int = 320, min_days
 
 
 def run_scatter(rows: list[dict[str, Any]], title: str = "Cost per run", height: int = 340) -> go.Figure:
-    """Each run as a dot: when it started, what it cost; one colour per workflow, failures as crosses."""
+    """Each run as a dot (WebGL): when it started, what it cost; one colour per workflow,
+    the runs that did not complete as red crosses on top."""
     fig = go.Figure()
-    palette = ["#6C5CE7", "#00B894", "#0984E3", "#E17055", "#FDCB6E", "#E84393", "#636E72", "#55EFC4"]
+    palette = ["#6C5CE7", "#00B894", "#0984E3", "#FDCB6E", "#E84393", "#636E72", "#55EFC4", "#A29BFE"]
     workflows = list(dict.fromkeys(r["workflow"] for r in rows))
+    failed = [r for r in rows if r["state"] in ("FAILED", "CRASHED", "CANCELLED")]
     for i, wf in enumerate(workflows):
-        group = [r for r in rows if r["workflow"] == wf]
-        fig.add_trace(go.Scattergl(
-            x=[r["started"] for r in group], y=[r["cost_usd"] for r in group], mode="markers", name=wf,
-            marker=dict(size=6, color=palette[i % len(palette)],
-                        symbol=["x" if r["state"] in ("FAILED", "CRASHED") else "circle" for r in group]),
-            customdata=[[money(r["cost_usd"]), r["state"], r["calls"]] for r in group],
-            hovertemplate=f"{wf}<br>%{{x|%d %b %H:%M}}<br>%{{customdata[0]}} · %{{customdata[1]}}"
-                          "<br>%{customdata[2]} calls<extra></extra>"))
+        group = [r for r in rows if r["workflow"] == wf and r["state"] not in ("FAILED", "CRASHED", "CANCELLED")]
+        fig.add_trace(go.Scattergl(x=[r["started"] for r in group], y=[r["cost_usd"] for r in group],
+                                   mode="markers", name=wf, marker=dict(size=5, color=palette[i % len(palette)]),
+                                   hovertemplate=f"{wf}<br>%{{x|%d %b %H:%M}}<br>$%{{y:.6f}}<extra></extra>"))
+    if failed:
+        fig.add_trace(go.Scattergl(x=[r["started"] for r in failed], y=[r["cost_usd"] for r in failed],
+                                   mode="markers", name="did not complete",
+                                   marker=dict(size=8, color=ERROR, symbol="x"),
+                                   text=[r["workflow"] for r in failed],
+                                   hovertemplate="%{text} · did not complete<br>%{x|%d %b %H:%M}<br>$%{y:.6f}"
+                                                 "<extra></extra>"))
     fig.update_yaxes(title_text="cost (USD)", tickprefix="$", tickformat=money_tickformat(
         [r["cost_usd"] for r in rows]), rangemode="tozero")
     fig.update_xaxes(type="date", tickformat="%d %b")
     fig = _layout(fig, height, title=dict(text=title, font=dict(size=14)))
-    fig.update_layout(showlegend=len(workflows) > 1, legend=dict(orientation="h", y=-0.15))
+    fig.update_layout(showlegend=len(workflows) > 1 or bool(failed), legend=dict(orientation="h", y=-0.15))
     return fig
 
 

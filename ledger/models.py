@@ -11,6 +11,9 @@ Tables:
 * ``dead_letters`` -- steps that failed for good, with the rendered prompt and error.
 * ``provider_limits`` -- concurrency and requests-per-minute per provider.
 * ``health_checks`` -- results of ``orchestra agents health`` probes.
+* ``call_rollup`` -- the calls summed per UTC day, workflow, step, model and agent,
+  written in the same transaction as the calls (revision 0007): what the cost and KPI
+  queries read instead of scanning every call.
 * ``users`` / ``audit`` / ``agent_versions`` -- who may use the dashboard (argon2
   password hashes, never a password), every change and refused change with its
   before and after (redacted), and each saved agent file's text (revision 0007).
@@ -59,6 +62,7 @@ __all__ = [
     "User",
     "AuditEntry",
     "AgentVersion",
+    "CallRollup",
     "UTCDateTime",
     "RUN_STATES",
     "FINAL_RUN_STATES",
@@ -156,6 +160,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_started", "started"),
         Index("ix_runs_workflow_started", "workflow", "started"),
+        Index("ix_runs_state_started", "state", "started"),  # failed runs, success rates (0007)
     )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
@@ -190,6 +195,13 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_created", "created"),
         Index("ix_calls_agent_created", "agent", "created"),  # routing statistics (0002)
+        # latency percentiles walk these in order (0007): successful provider calls only
+        Index("ix_calls_model_latency", "model", "latency_ms", "created",
+              sqlite_where=text("cached = 0 AND status = 'ok'"),
+              postgresql_where=text("cached IS false AND status = 'ok'")),
+        Index("ix_calls_agent_latency", "agent", "latency_ms", "created",
+              sqlite_where=text("cached = 0 AND status = 'ok'"),
+              postgresql_where=text("cached IS false AND status = 'ok'")),
     )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
@@ -218,7 +230,7 @@ class Step(Base):
     ended: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("flow_run_id", "step"),)
+    __table_args__ = (UniqueConstraint("flow_run_id", "step"), Index("ix_steps_state", "state"))
 
 
 # --------------------------------------------------------------------------- revision 0002
@@ -362,3 +374,29 @@ class AgentVersion(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("agent", "version"),)
+
+
+class CallRollup(Base):
+    """The calls of one UTC day, workflow, step, model and agent ('' for none), summed;
+    kept by the write path in the transaction that inserts the calls (revision 0007)."""
+
+    __tablename__ = "call_rollup"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    workflow: Mapped[str] = mapped_column(String(200), primary_key=True)
+    step: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    errors: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    error_cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    unpriced_calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    unpriced_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    unpriced_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    ok_calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # successful, not cached
+    ok_latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))  # their sum

@@ -18,16 +18,17 @@ Access:    :func:`users`, :func:`user_count`, :func:`credentials`, :func:`audit`
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, text
 
 from core.calls import counts_as_attempt
 from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
 from ledger.models import (FINAL_RUN_STATES, RUN_STATES, AgentVersion, AuditEntry, Breaker, BreakerEvent, Call,
-                           DeadLetter, HealthCheck, Run, Step, User)
+                           CallRollup, DeadLetter, HealthCheck, Run, Step, User)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
@@ -49,6 +50,7 @@ _DEAD = DeadLetter.__table__
 _HEALTH = HealthCheck.__table__
 _STEPS = Step.__table__
 _USERS = User.__table__
+_ROLLUP = CallRollup.__table__
 _AUDIT = AuditEntry.__table__
 _VERSIONS = AgentVersion.__table__
 
@@ -154,13 +156,51 @@ def run_workflows(store: Store) -> list[str]:
 # --------------------------------------------------------------------------- money
 
 
+def _midnight(dt: datetime | None) -> bool:
+    return dt is None or aware(dt).time() == datetime.min.time()
+
+
+def _day(dt: datetime) -> str:
+    return aware(dt).strftime("%Y-%m-%d")
+
+
 def cost_groups(store: Store, by: Literal["model", "agent", "workflow", "day"] = "model", *,
                 since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Calls, tokens and cost grouped by ``model``, ``agent``, ``workflow`` or ``day``
     (UTC ``YYYY-MM-DD`` of the call); by cost, highest first (``day``: oldest first).
-    ``since <= created < until`` when given. ValueError naming the valid groups."""
+    ``since <= created < until`` when given. ValueError naming the valid groups.
+
+    Bounds at midnight UTC (or none) read the daily rollup (``call_rollup``: a few rows
+    per day, whatever the number of calls); other bounds sum the calls themselves."""
     if by not in COST_GROUPS:
         raise ValueError(f"cannot group costs by {by!r}; valid values: {', '.join(COST_GROUPS)}")
+    if not (_midnight(since) and _midnight(until)):
+        return _cost_groups_of_calls(store, by, since=since, until=until)
+    g = _ROLLUP.c
+    key = {"model": g.model, "agent": func.nullif(g.agent, ""), "workflow": g.workflow, "day": g.day}[by]
+    cost = func.sum(g.cost_usd)
+    q = select(key.label(by), func.sum(g.calls).label("calls"), func.sum(g.input_tokens).label("input_tokens"),
+               func.sum(g.output_tokens).label("output_tokens"), func.sum(g.cached_tokens).label("cached_tokens"),
+               cost.label("cost_usd"))
+    if since is not None:
+        q = q.where(g.day >= _day(since))
+    if until is not None:
+        q = q.where(g.day < _day(until))
+    q = q.group_by(key)
+    q = q.order_by(key.asc()) if by == "day" else q.order_by(cost.desc(), key.asc().nulls_last())
+    with store._read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [_group_row(by, row) for row in rows]
+
+
+def _group_row(by: str, row: Any) -> dict[str, Any]:
+    return {by: row[by], "calls": int(row["calls"]), "input_tokens": int(row["input_tokens"] or 0),
+            "output_tokens": int(row["output_tokens"] or 0), "cached_tokens": int(row["cached_tokens"] or 0),
+            "cost_usd": float(row["cost_usd"] or 0.0)}
+
+
+def _cost_groups_of_calls(store: Store, by: str, *, since: datetime | None,
+                          until: datetime | None) -> list[dict[str, Any]]:
     c = _CALLS.c
     key = {"model": c.model, "agent": c.agent, "workflow": _RUNS.c.workflow, "day": day_of(c.created)}[by]
     cost = func.sum(c.cost_usd)
@@ -179,9 +219,7 @@ def cost_groups(store: Store, by: Literal["model", "agent", "workflow", "day"] =
     q = q.order_by(key.asc()) if by == "day" else q.order_by(cost.desc(), key.asc().nulls_last())
     with store._read() as conn:
         rows = conn.execute(q).mappings().all()
-    return [{by: row[by], "calls": int(row["calls"]), "input_tokens": int(row["input_tokens"] or 0),
-             "output_tokens": int(row["output_tokens"] or 0), "cached_tokens": int(row["cached_tokens"] or 0),
-             "cost_usd": float(row["cost_usd"] or 0.0)} for row in rows]
+    return [_group_row(by, row) for row in rows]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -206,15 +244,16 @@ def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
 
 
 def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
-    c = _CALLS.c
-    q = totals_select().add_columns(
-        func.coalesce(func.sum(case((c.cached.is_(True), 1), else_=0)), 0).label("cache_hits"))
+    g = _ROLLUP.c
+    q = select(*(func.coalesce(func.sum(getattr(g, k)), 0).label(k) for k in (
+        "calls", "cache_hits", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")))
     if since is not None:
-        q = q.where(c.created >= aware(since))
+        q = q.where(g.day >= _day(since))
     with store._read() as conn:
         row = conn.execute(q).mappings().one()
-    out: dict[str, Any] = totals_dict(row)
-    out["cache_hits"] = int(row["cache_hits"] or 0)
+    out: dict[str, Any] = {k: int(row[k] or 0) for k in ("calls", "cache_hits", "input_tokens", "output_tokens",
+                                                          "cached_tokens")}
+    out["cost_usd"] = float(row["cost_usd"] or 0.0)
     out["provider_calls"] = out["calls"] - out["cache_hits"]
     out["tokens"] = out["input_tokens"] + out["output_tokens"]
     return out
@@ -225,8 +264,9 @@ def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[st
     finished, running, success_rate (completed / finished runs, None without any
     finished run), calls (every ledger row), cache_hits, provider_calls (calls that
     reached a provider), input/output/cached tokens, tokens and cost_usd.
-    "recent" counts runs started and calls made in the last ``days`` days."""
-    since = _now(now) - timedelta(days=days)
+    "recent" counts runs started and calls made in the last ``days`` calendar days (UTC,
+    today included: the days of :func:`cost_per_day`)."""
+    since = datetime.combine(_now(now).date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
     out: dict[str, Any] = {"days": days}
     for name, bound in (("recent", since), ("all", None)):
         counts: dict[str, Any] = _run_counts(store, bound)
@@ -262,15 +302,15 @@ def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = 
 def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
     """Successful provider calls genai-prices could not price (they count as $0):
     ``{"calls": n, "models": [{"model", "calls", "input_tokens", "output_tokens"}]}``.
-    Cache hits and failed attempts are left out (they cost nothing anyway)."""
-    c = _CALLS.c
-    q = (select(c.model, func.count(c.id).label("calls"),
-                func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
-                func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"))
-         .where(c.priced.is_(False), c.cached.is_(False), c.status == "ok")
-         .group_by(c.model).order_by(func.count(c.id).desc(), c.model))
+    Cache hits and failed attempts are left out (they cost nothing anyway). ``since`` is
+    taken from its UTC day (the rollup's grain)."""
+    g = _ROLLUP.c
+    q = (select(g.model, func.sum(g.unpriced_calls).label("calls"),
+                func.coalesce(func.sum(g.unpriced_input_tokens), 0).label("input_tokens"),
+                func.coalesce(func.sum(g.unpriced_output_tokens), 0).label("output_tokens"))
+         .where(g.unpriced_calls > 0).group_by(g.model).order_by(func.sum(g.unpriced_calls).desc(), g.model))
     if since is not None:
-        q = q.where(c.created >= since)
+        q = q.where(g.day >= _day(since))
     with store._read() as conn:
         models = [{"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
                    "output_tokens": int(r["output_tokens"])} for r in conn.execute(q).mappings()]
@@ -292,26 +332,21 @@ def run_costs(store: Store, *, since: datetime | None = None, limit: int = 5000)
 
 def step_cost_per_day(store: Store, *, since: datetime | None = None, top: int = 8) -> list[dict[str, Any]]:
     """Cost per UTC day of the ``top`` most expensive steps (``workflow/step``), oldest
-    first: day (``YYYY-MM-DD``), step, cost_usd, calls."""
-    c, r = _CALLS.c, _RUNS.c
-    label = (r.workflow + "/" + c.step).label("step")
-    base = select(label, func.sum(c.cost_usd).label("cost_usd")).select_from(
-        _CALLS.join(_RUNS, r.flow_run_id == c.flow_run_id))
-    if since is not None:
-        base = base.where(c.created >= aware(since))
+    first: day (``YYYY-MM-DD``), step, cost_usd, calls (from the daily rollup)."""
+    g = _ROLLUP.c
+    label = (g.workflow + "/" + g.step).label("step")
+    window = [g.day >= _day(since)] if since is not None else []
     with store._read() as conn:
-        leaders = [row["step"] for row in conn.execute(
-            base.group_by(label).order_by(func.sum(c.cost_usd).desc()).limit(int(top))).mappings()]
+        leaders = [row[0] for row in conn.execute(
+            select(label).where(*window).group_by(g.workflow, g.step)
+            .order_by(func.sum(g.cost_usd).desc()).limit(int(top)))]
         if not leaders:
             return []
-        day = day_of(c.created)
-        q = (select(day.label("day"), label, func.sum(c.cost_usd).label("cost_usd"), func.count(c.id).label("calls"))
-             .select_from(_CALLS.join(_RUNS, r.flow_run_id == c.flow_run_id))
-             .where((r.workflow + "/" + c.step).in_(leaders)).group_by(day, label).order_by(day))
-        if since is not None:
-            q = q.where(c.created >= aware(since))
+        q = (select(g.day, label, func.sum(g.cost_usd).label("cost_usd"), func.sum(g.calls).label("calls"))
+             .where(*window, (g.workflow + "/" + g.step).in_(leaders)).group_by(g.day, g.workflow, g.step)
+             .order_by(g.day))
         rows = conn.execute(q).mappings().all()
-    return [{"day": str(row["day"]), "step": row["step"], "cost_usd": float(row["cost_usd"] or 0.0),
+    return [{"day": row["day"], "step": row["step"], "cost_usd": float(row["cost_usd"] or 0.0),
              "calls": int(row["calls"])} for row in rows]
 
 
@@ -321,13 +356,15 @@ def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, A
     item), ``failed_runs`` (everything runs that did not complete cost); each with its count."""
     c, r, st = _CALLS.c, _RUNS.c, _STEPS.c
     with store._read() as conn:
-        q = select(func.count(c.id), func.coalesce(func.sum(c.cost_usd), 0.0)).where(c.status == "error")
+        g = _ROLLUP.c
+        q = select(func.coalesce(func.sum(g.errors), 0), func.coalesce(func.sum(g.error_cost_usd), 0.0))
         if since is not None:
-            q = q.where(c.created >= aware(since))
+            q = q.where(g.day >= _day(since))
         attempts = conn.execute(q).one()
+        failed = select(st.flow_run_id, st.step).where(st.state == "FAILED").subquery()
         q = (select(func.count(c.id), func.coalesce(func.sum(c.cost_usd), 0.0))
-             .select_from(_CALLS.join(_STEPS, (st.flow_run_id == c.flow_run_id) & (st.step == c.step)))
-             .where(st.state == "FAILED", c.status == "ok"))
+             .select_from(failed.join(_CALLS, (c.flow_run_id == failed.c.flow_run_id) & (c.step == failed.c.step)))
+             .where(c.status == "ok"))
         if since is not None:
             q = q.where(c.created >= aware(since))
         steps_ = conn.execute(q).one()
@@ -344,25 +381,39 @@ def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, A
 def latency_percentiles(store: Store, by: Literal["model", "agent"] = "model", *,
                         since: datetime | None = None) -> list[dict[str, Any]]:
     """p50 and p95 latency (ms, nearest rank) of successful provider calls (cache hits left
-    out) per ``model`` or ``agent``, with their count and mean; most calls first."""
+    out) per ``model`` or ``agent``, with their count and mean; most calls first.
+
+    Each percentile is one walk of a partial index in latency order
+    (``ix_calls_<by>_latency``), not a sort of every call."""
     if by not in ("model", "agent"):
         raise ValueError(f"latency percentiles by {by!r}: model or agent")
-    c = _CALLS.c
+    c, g = _CALLS.c, _ROLLUP.c
     key = c.model if by == "model" else c.agent
-    rank = func.row_number().over(partition_by=key, order_by=c.latency_ms).label("rank")
-    n = func.count().over(partition_by=key).label("n")
-    inner = select(key.label("key"), c.latency_ms, rank, n).where(c.cached.is_(False), c.status == "ok")
-    if since is not None:
-        inner = inner.where(c.created >= aware(since))
-    sub = inner.subquery()
-    q = (select(sub.c.key, func.max(sub.c.n).label("calls"), func.avg(sub.c.latency_ms).label("mean"),
-                func.min(case((sub.c.rank >= 0.5 * sub.c.n, sub.c.latency_ms))).label("p50"),
-                func.min(case((sub.c.rank >= 0.95 * sub.c.n, sub.c.latency_ms))).label("p95"))
-         .group_by(sub.c.key).order_by(func.max(sub.c.n).desc(), sub.c.key))
+    # the partial indexes' own predicate, as literal text: a planner uses a partial index only
+    # when the query's WHERE implies it, which a bound parameter never does
+    usable = text("calls.cached = 0 AND calls.status = 'ok'" if store.backend == "sqlite"
+                  else "calls.cached IS false AND calls.status = 'ok'")
+    ok = [usable] + ([c.created >= aware(since)] if since is not None else [])
+    out = []
     with store._read() as conn:
-        rows = conn.execute(q).mappings().all()
-    return [{by: row["key"], "calls": int(row["calls"]), "mean_ms": float(row["mean"] or 0.0),
-             "p50_ms": float(row["p50"] or 0.0), "p95_ms": float(row["p95"] or 0.0)} for row in rows]
+        if _midnight(since):  # counts and means from the daily rollup
+            rkey = g.model if by == "model" else func.nullif(g.agent, "")
+            n_ = func.sum(g.ok_calls)
+            groups = conn.execute(select(rkey, n_, func.sum(g.ok_latency_ms) / n_)
+                                  .where(*([g.day >= _day(since)] if since is not None else []))
+                                  .group_by(rkey).having(n_ > 0).order_by(n_.desc(), rkey)).all()
+        else:
+            groups = conn.execute(select(key, func.count(), func.avg(c.latency_ms)).where(*ok).group_by(key)
+                                  .order_by(func.count().desc(), key)).all()
+        for value, n, mean in groups:
+            n = int(n)
+            match = key.is_(None) if value is None else key == value
+            ranked = select(c.latency_ms).where(match, *ok).order_by(c.latency_ms).limit(1)
+            p50 = conn.execute(ranked.offset(max(0, math.ceil(0.5 * n) - 1))).scalar()
+            p95 = conn.execute(ranked.offset(max(0, math.ceil(0.95 * n) - 1))).scalar()
+            out.append({by: value, "calls": int(n), "mean_ms": float(mean or 0.0), "p50_ms": float(p50 or 0.0),
+                        "p95_ms": float(p95 or 0.0)})
+    return out
 
 
 def agent_spend(store: Store, agents: list[str], *, since: datetime) -> dict[str, float]:
@@ -381,13 +432,17 @@ def agent_spend(store: Store, agents: list[str], *, since: datetime) -> dict[str
 def budgeted_runs(store: Store, *, limit: int = 20) -> list[dict[str, Any]]:
     """The newest runs that had a budget: flow_run_id, workflow, state, started (ISO),
     budget_usd, cost_usd (live for a RUNNING run)."""
-    q = (select(_RUNS.c.flow_run_id).where(_RUNS.c.budget_usd.is_not(None))
-         .order_by(_RUNS.c.started.desc()).limit(int(limit)))
+    r = _RUNS.c
+    q = (select(r.flow_run_id, r.workflow, r.state, r.started, r.budget_usd, r.cost_usd)
+         .where(r.budget_usd.is_not(None)).order_by(r.started.desc()).limit(int(limit)))
     with store._read() as conn:
-        ids = list(conn.execute(q).scalars())
-    rows = [run(store, i) for i in ids]
-    return [{k: r[k] for k in ("flow_run_id", "workflow", "state", "started", "budget_usd", "cost_usd")}
-            for r in rows if r is not None]
+        rows = [dict(row) for row in conn.execute(q).mappings()]
+        running = [row["flow_run_id"] for row in rows if row["state"] == "RUNNING"]
+        live = dict(conn.execute(select(_CALLS.c.flow_run_id, func.sum(_CALLS.c.cost_usd))
+                                 .where(_CALLS.c.flow_run_id.in_(running)).group_by(_CALLS.c.flow_run_id)).all()) \
+            if running else {}
+    return [{**row, "started": iso(row["started"]),
+             "cost_usd": float(live.get(row["flow_run_id"], row["cost_usd"]) or 0.0)} for row in rows]
 
 
 # --------------------------------------------------------------------------- self-healing

@@ -49,7 +49,7 @@ from core.steps import FINAL_STEP_STATES, StepState
 from core.redact import redact, redact_url
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from ledger.models import FINAL_RUN_STATES, Call, Run, Step
+from ledger.models import FINAL_RUN_STATES, Call, CallRollup, Run, Step
 from ledger.access_store import AccessStore, UserExists
 from ledger.resilience_store import ResilienceStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
@@ -67,6 +67,10 @@ _PG_MIGRATE_LOCK = 7_267_001_842
 _RUNS = Run.__table__
 _CALLS = Call.__table__
 _STEPS = Step.__table__
+_ROLLUP = CallRollup.__table__
+_ROLLUP_SUMS = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
+                "error_cost_usd", "unpriced_calls", "unpriced_input_tokens", "unpriced_output_tokens", "ok_calls",
+                "ok_latency_ms")
 _TOTAL_KWARGS = frozenset(
     {"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "calls", "duration_s"}
 )
@@ -487,7 +491,7 @@ class Store(ResilienceStore, AccessStore):
         for attempt in range(len(delays) + 1):
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), rows)
+                    self._insert_calls(conn, rows)
                 return
             except IntegrityError:
                 break  # some row is bad (e.g. unknown run): write the others one by one
@@ -498,16 +502,53 @@ class Store(ResilienceStore, AccessStore):
         if len(rows) == 1:
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), rows)
+                    self._insert_calls(conn, rows)
             except Exception as exc:
                 self._write_failed(1, exc, rows[0])
             return
         for row in rows:
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_CALLS), [row])
+                    self._insert_calls(conn, [row])
             except Exception as exc:
                 self._write_failed(1, exc, row)
+
+    def _insert_calls(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert call rows and add them to ``call_rollup`` in the same transaction, so the
+        rollup always sums exactly the calls that are there."""
+        conn.execute(insert(_CALLS), rows)
+        run_ids = sorted({r["flow_run_id"] for r in rows})
+        workflows = dict(conn.execute(select(_RUNS.c.flow_run_id, _RUNS.c.workflow)
+                                      .where(_RUNS.c.flow_run_id.in_(run_ids))).all())
+        sums: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+        for r in rows:
+            key = (aware(r["created"]).strftime("%Y-%m-%d"), workflows.get(r["flow_run_id"], ""), r["step"],
+                   r["model"], r["agent"] or "")
+            acc = sums.setdefault(key, dict.fromkeys(_ROLLUP_SUMS, 0))
+            error, unpriced = r["status"] == "error", not r["priced"] and not r["cached"] and r["status"] == "ok"
+            acc["calls"] += 1
+            acc["cache_hits"] += int(r["cached"])
+            acc["errors"] += int(error)
+            for k in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd"):
+                acc[k] += r[k]
+            acc["error_cost_usd"] += r["cost_usd"] if error else 0.0
+            if not r["cached"] and r["status"] == "ok":
+                acc["ok_calls"] += 1
+                acc["ok_latency_ms"] += r["latency_ms"]
+            if unpriced:
+                acc["unpriced_calls"] += 1
+                acc["unpriced_input_tokens"] += r["input_tokens"]
+                acc["unpriced_output_tokens"] += r["output_tokens"]
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        values = [dict(zip(("day", "workflow", "step", "model", "agent"), key), **acc) for key, acc in sums.items()]
+        stmt = upsert(_ROLLUP)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["day", "workflow", "step", "model", "agent"],
+            set_={k: getattr(_ROLLUP.c, k) + getattr(stmt.excluded, k) for k in _ROLLUP_SUMS})
+        conn.execute(stmt, values)
 
     def _write_steps(self, steps: list[StepState]) -> None:
         """Upsert step states in one transaction, in order: a later state of a step replaces

@@ -4,6 +4,7 @@ and agent, calls that could not be priced; every table exports to CSV."""
 
 import streamlit as st
 
+from dashboard import data as dd
 from dashboard import ui
 
 WINDOWS = {"All time": None, "Last 30 days": 30, "Last 7 days": 7}
@@ -71,7 +72,8 @@ st.caption("The charts show the 10 most expensive entries of each group; the tab
 row3 = st.columns(2, gap="large")
 with row3[0]:
     per_run = ui.run_costs(ledger, days)
-    ui.chart(ui.run_scatter(per_run, f"Cost per run ({len(per_run):,} runs)", height=HEIGHT), key="costs_per_run")
+    shown = f"the newest {len(per_run):,} runs" if len(per_run) >= dd.RUN_POINTS else f"{len(per_run):,} runs"
+    ui.chart(ui.run_scatter(per_run, f"Cost per run ({shown})", height=HEIGHT), key="costs_per_run")
 with row3[1]:
     per_step = ui.step_cost_per_day(ledger, days)
     if per_step:

@@ -111,9 +111,11 @@ class Tab:
         await self.call("Input.insertText", text=value)
 
     async def click_button(self, label: str) -> bool:
+        """Click the button labelled ``label`` (after its icon, if it has one)."""
         return bool(await self.js(
             "(() => { const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() == "
-            f"{json.dumps(label)}); if (b) {{ b.click(); return true }} return false }})()"))
+            f"{json.dumps(label)} || b.innerText.trim().endsWith('\\n' + {json.dumps(label)})); "
+            "if (b) { b.click(); return true } return false })()"))
 
     async def screenshot(self, path: Path, width: int = 1440) -> None:
         height = await self.js(

@@ -1,4 +1,7 @@
-"""access: dashboard users (hashed passwords), the audit log, agent file versions
+"""access: dashboard users (hashed passwords), the audit log, agent file versions; and the
+dashboard's speed on a big ledger: call_rollup (calls summed per day, workflow, step, model,
+agent; backfilled here), two partial indexes for latency percentiles, steps by state and
+runs by state
 
 Revision ID: 0007
 Revises: 0004
@@ -64,7 +67,59 @@ def upgrade() -> None:
     )
 
 
+    rollup_columns = [
+        sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("workflow", sa.String(200), nullable=False),
+        sa.Column("step", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("agent", sa.String(200), nullable=False),
+    ]
+    for name in ("calls", "cache_hits", "errors", "unpriced_calls", "ok_calls"):
+        rollup_columns.append(sa.Column(name, sa.Integer(), nullable=False, server_default=sa.text("0")))
+    for name in ("input_tokens", "output_tokens", "cached_tokens", "unpriced_input_tokens", "unpriced_output_tokens"):
+        rollup_columns.append(sa.Column(name, sa.BigInteger(), nullable=False, server_default=sa.text("0")))
+    for name in ("cost_usd", "error_cost_usd", "ok_latency_ms"):
+        rollup_columns.append(sa.Column(name, sa.Float(), nullable=False, server_default=sa.text("0")))
+    op.create_table("call_rollup", *rollup_columns,
+                    sa.PrimaryKeyConstraint("day", "workflow", "step", "model", "agent", name="pk_call_rollup"))
+    bind = op.get_bind()
+    day = "substr(c.created, 1, 10)" if bind.dialect.name == "sqlite" else \
+        "to_char(c.created AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    true, false = ("1", "0") if bind.dialect.name == "sqlite" else ("true", "false")
+    unpriced = f"c.priced = {false} AND c.cached = {false} AND c.status = 'ok'"
+    ok = f"c.cached = {false} AND c.status = 'ok'"
+    op.execute(f"""
+        INSERT INTO call_rollup (day, workflow, step, model, agent, calls, cache_hits, errors, input_tokens,
+                                 output_tokens, cached_tokens, cost_usd, error_cost_usd, unpriced_calls,
+                                 unpriced_input_tokens, unpriced_output_tokens, ok_calls, ok_latency_ms)
+        SELECT {day}, r.workflow, c.step, c.model, coalesce(c.agent, ''), count(*),
+               sum(CASE WHEN c.cached = {true} THEN 1 ELSE 0 END),
+               sum(CASE WHEN c.status = 'error' THEN 1 ELSE 0 END),
+               sum(c.input_tokens), sum(c.output_tokens), sum(c.cached_tokens), sum(c.cost_usd),
+               sum(CASE WHEN c.status = 'error' THEN c.cost_usd ELSE 0 END),
+               sum(CASE WHEN {unpriced} THEN 1 ELSE 0 END),
+               sum(CASE WHEN {unpriced} THEN c.input_tokens ELSE 0 END),
+               sum(CASE WHEN {unpriced} THEN c.output_tokens ELSE 0 END),
+               sum(CASE WHEN {ok} THEN 1 ELSE 0 END),
+               sum(CASE WHEN {ok} THEN c.latency_ms ELSE 0 END)
+        FROM calls c JOIN runs r ON r.flow_run_id = c.flow_run_id
+        GROUP BY {day}, r.workflow, c.step, c.model, coalesce(c.agent, '')
+    """)
+    where = sa.text(f"cached = {false} AND status = 'ok'")
+    op.create_index("ix_calls_model_latency", "calls", ["model", "latency_ms", "created"],
+                    sqlite_where=where, postgresql_where=where)
+    op.create_index("ix_calls_agent_latency", "calls", ["agent", "latency_ms", "created"],
+                    sqlite_where=where, postgresql_where=where)
+    op.create_index("ix_steps_state", "steps", ["state"])
+    op.create_index("ix_runs_state_started", "runs", ["state", "started"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_runs_state_started", table_name="runs")
+    op.drop_index("ix_steps_state", table_name="steps")
+    op.drop_index("ix_calls_agent_latency", table_name="calls")
+    op.drop_index("ix_calls_model_latency", table_name="calls")
+    op.drop_table("call_rollup")
     op.drop_table("agent_versions")
     op.drop_index("ix_audit_actor_at", table_name="audit")
     op.drop_index("ix_audit_at", table_name="audit")
