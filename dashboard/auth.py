@@ -4,6 +4,10 @@
   password (``orchestra.users.authenticate``: a failed login waits and never says which
   part was wrong), or through the OIDC provider of Streamlit's ``[auth]`` secrets
   (``st.login``), whose identity takes its user's role (``orchestra.users.oidc_actor``).
+* A password login lasts across reloads and new tabs for ``orchestra.users.SESSION_HOURS``:
+  a signed cookie (``orchestra_session``: name, expiry, a fingerprint of the password
+  hash, HMAC with a key in the home folder; never the password), re-checked on each new
+  page load. Logging out, a new password or removing the user ends it.
 * No user yet and the server listens on loopback only (``orchestra dashboard``'s
   default): the machine's user, as the owner, like the CLI. On any other address
   the page refuses until a user exists.
@@ -25,6 +29,7 @@ from orchestra.access import Actor
 __all__ = ["actor", "gate", "logout", "oidc_configured"]
 
 _KEY = "actor"
+COOKIE = "orchestra_session"
 
 
 def actor() -> Actor | None:
@@ -84,10 +89,17 @@ def gate() -> Actor:
         st.session_state[_KEY] = who
         return who
     current = actor()
+    if current is None and not st.session_state.get("logged_out"):  # a reload, a new tab: the signed
+        # session cookie of a password login (read from the page's request, so not after a logout)
+        token = st.context.cookies.get(COOKIE)
+        restored = users.session_actor(token) if isinstance(token, str) else None
+        if restored is not None:
+            st.session_state[_KEY] = current = restored
     if current is not None and current.via != "local":
         fresh = _refresh(current)
         if fresh is not None:
             st.session_state[_KEY] = fresh
+            _write_cookie()
             return fresh
         st.session_state.pop(_KEY, None)
     if not users.any_users():
@@ -105,6 +117,7 @@ def gate() -> Actor:
 
 
 def _login_form(oidc: bool) -> None:
+    _write_cookie()  # after a logout: the browser drops its session cookie
     _, middle, _ = st.columns([1, 1.2, 1])
     with middle:
         st.title("Orchestra")
@@ -125,12 +138,26 @@ def _login_form(oidc: bool) -> None:
                 st.error(f"**Not logged in:** {exc}.", icon=":material/lock:")
             else:
                 st.session_state[_KEY] = who
+                st.session_state["set_session_cookie"] = users.session_token(who)
+                st.session_state.pop("logged_out", None)
                 st.session_state.pop("login_password", None)
                 st.rerun()
+
+
+def _write_cookie() -> None:
+    """Hand the browser the session cookie made at login (once), or the order to drop it."""
+    token = st.session_state.pop("set_session_cookie", None)
+    if token is None:
+        return
+    age = users.SESSION_HOURS * 3600 if token else 0
+    st.html(f"<script>document.cookie = '{COOKIE}={token}; Max-Age={age}; Path=/; SameSite=Strict';</script>",
+            unsafe_allow_javascript=True, width=1)
 
 
 def logout() -> None:
     who = actor()
     st.session_state.pop(_KEY, None)
+    st.session_state["set_session_cookie"] = ""  # the next run tells the browser to drop it
+    st.session_state["logged_out"] = True
     if who is not None and who.via == "oidc":
         st.logout()

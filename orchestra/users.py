@@ -28,9 +28,10 @@ from orchestra import access
 from orchestra.access import ROLES, Actor
 
 __all__ = ["LoginFailed", "UserError", "add", "any_users", "authenticate", "list_users", "oidc_actor", "passwd",
-           "remove", "set_role", "MIN_PASSWORD"]
+           "remove", "session_actor", "session_token", "set_role", "MIN_PASSWORD", "SESSION_HOURS"]
 
 MIN_PASSWORD = 8
+SESSION_HOURS = 12  # a dashboard login lasts this long in its browser
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}$")
 _HASHER = PasswordHasher()
 _DUMMY = _HASHER.hash("not-a-password: unknown names take as long as known ones")
@@ -163,6 +164,74 @@ def authenticate(name: str, password: str, *, store: Any = None) -> Actor:
         store.update_user(row["name"], password_hash=_HASHER.hash(password))
     access.audit(actor, "login", actor.name, store=store)
     return actor
+
+
+# --------------------------------------------------------------------------- dashboard sessions
+
+
+def _session_key() -> bytes:
+    """The dashboard's session-signing key: 32 random bytes in ``<home>/dashboard-session.key``
+    (0600), made on first use. Deleting the file logs every browser out."""
+    import os
+    import secrets
+
+    from orchestra.runtime import orchestra_home
+
+    path = orchestra_home() / "dashboard-session.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex())
+        return key
+
+
+def _mac(payload: str) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(_session_key(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def session_token(actor: Actor, *, store: Any = None, now: float | None = None) -> str:
+    """A signed token that keeps ``actor`` (a password login) logged in across reloads for
+    SESSION_HOURS: name, expiry and a fingerprint of the password hash (a new password
+    ends every session), HMAC-SHA256 with the key in the home folder. Never the password."""
+    import base64
+    import hashlib
+
+    row = queries.credentials(_store(store), actor.name) or {}
+    expires = int((now or time.time()) + SESSION_HOURS * 3600)
+    fingerprint = hashlib.sha256((row.get("password_hash") or "").encode()).hexdigest()[:16]
+    payload = f"{actor.name}|{expires}|{fingerprint}"
+    return base64.urlsafe_b64encode(f"{payload}|{_mac(payload)}".encode()).decode()
+
+
+def session_actor(token: str | None, *, store: Any = None, now: float | None = None) -> Actor | None:
+    """The actor a :func:`session_token` stands for, with the role the ledger gives them
+    now; None for a token that is forged, expired, of a removed user or an old password."""
+    import base64
+    import binascii
+    import hashlib
+    import hmac
+
+    if not token:
+        return None
+    try:
+        name, expires, fingerprint, mac = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+        expired = int(expires) < (now or time.time())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if expired or not hmac.compare_digest(mac, _mac(f"{name}|{expires}|{fingerprint}")):
+        return None
+    row = queries.credentials(_store(store), name)
+    if row is None or not row["password_hash"]:
+        return None
+    if hashlib.sha256(row["password_hash"].encode()).hexdigest()[:16] != fingerprint:
+        return None
+    return Actor(row["name"], row["role"], via="password")
 
 
 def oidc_actor(identity: str, *, store: Any = None) -> Actor | None:

@@ -214,3 +214,23 @@ def test_dashboard_listens_on_every_interface_once_a_user_exists(cli):
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+
+
+def test_a_session_token_keeps_a_login_until_it_expires_or_the_password_changes(store, tmp_path, monkeypatch):
+    import base64
+
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
+    users.add(OWNER, "ada", "admin", "correct horse", store=store)
+    ada = users.authenticate("ada", "correct horse", store=store)
+    token = users.session_token(ada, store=store)
+    assert "correct horse" not in base64.urlsafe_b64decode(token).decode()
+    assert users.session_actor(token, store=store) == ada
+    users.set_role(OWNER, "ada", "viewer", store=store)
+    assert users.session_actor(token, store=store).role == "viewer"  # the role of now
+    assert users.session_actor(token, store=store, now=time.time() + users.SESSION_HOURS * 3600 + 1) is None
+    name, expires, fingerprint, mac = base64.urlsafe_b64decode(token).decode().split("|")
+    forged = base64.urlsafe_b64encode(f"ada|{int(expires) + 999}|{fingerprint}|{mac}".encode()).decode()
+    assert users.session_actor(forged, store=store) is None and users.session_actor("garbage", store=store) is None
+    users.passwd(OWNER, "ada", "battery staple", store=store)
+    assert users.session_actor(token, store=store) is None  # a new password ends every session
+    assert oct((tmp_path / "home" / "dashboard-session.key").stat().st_mode & 0o777) == "0o600"

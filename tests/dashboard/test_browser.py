@@ -80,6 +80,12 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
                 store.record_step(StepState(RUN, name, state, at=T0 + timedelta(seconds=5)))
             store.finish_run(flow_run_id=RUN, state="COMPLETED", ended=T0 + timedelta(seconds=6))
             pages["finished"] = await tab.wait_for(["COMPLETED", "5 / 5"], charts=2, timeout=60)  # no reload
+            # a reload (or a link opened in a new tab) keeps the login: the signed session cookie
+            pages["reloaded"] = await tab.load(base + "/costs", ["Costs", "Top model:", "Latency", "Log out"],
+                                               charts=6, timeout=60)
+            assert await tab.click_button("Log out")
+            await tab.wait_for(["User name"])
+            pages["logged out"] = await tab.load(base + "/costs", ["User name", "Password"], timeout=60)
         return pages
 
     try:
@@ -91,6 +97,7 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
     for name, text in pages.items():
         assert "Traceback" not in text and SECRET not in text and PASSWORD not in text, name
     assert "following live" not in pages["finished"]
+    assert "User name" not in pages["reloaded"] and "Top model:" not in pages["logged out"]
     assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "run.png").stat().st_size > 20_000
 
 

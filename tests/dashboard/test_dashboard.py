@@ -4,16 +4,8 @@ and the real app in headless Chromium (driven over the DevTools protocol)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -350,156 +342,42 @@ def test_configuration_shows_settings_but_never_secrets(seeded, monkeypatch):
 # --------------------------------------------------------------------------- real browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_real_browser_overview_and_costs_before_any_user_exists(tmp_path):
+    """No user yet, loopback: the machine's user sees the pages without a login."""
+    from tests.dashboard.test_browser import serve
+    from tests.support.chromium import browser, chromium_or_skip, stop
 
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
-class _Tab:
-    """A minimal DevTools-protocol client for one Chromium tab."""
-
-    def __init__(self, ws):
-        self.ws, self.n = ws, 0
-
-    async def call(self, method: str, **params):
-        self.n += 1
-        my = self.n
-        await self.ws.send(json.dumps({"id": my, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == my:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def js(self, expression: str):
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return r.get("result", {}).get("value")
-
-    async def load(self, url: str, wants: list[str], charts: int, timeout: float = 45.0) -> str:
-        """Open ``url`` and wait until every text in ``wants`` is shown, ``charts`` plotly
-        charts are drawn and the app has finished running; returns the page's text."""
-        await self.call("Page.navigate", url=url)
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            state = await self.js(
-                "(() => ({text: document.body ? document.body.innerText : '',"
-                " charts: document.querySelectorAll('.js-plotly-plot .main-svg').length,"
-                " running: !!document.querySelector('[data-testid=\"stStatusWidget\"]')}))()")
-            text = (state or {}).get("text", "")
-            if (state and all(w in text for w in wants) and state["charts"] >= charts
-                    and not state["running"]):
-                await asyncio.sleep(1.0)  # let plotly finish its transitions
-                return await self.js("document.body.innerText")
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"{url}: did not show {wants} with {charts} charts; page text:\n{text[:3000]}")
-
-    async def screenshot(self, path: Path) -> None:
-        height = await self.js(
-            "Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
-            "[data-testid=\"stMainBlockContainer\"]')].map(e => e.scrollHeight), 900)")
-        await self.call("Emulation.setDeviceMetricsOverride", width=1440, height=int(height) + 40,
-                        deviceScaleFactor=1, mobile=False)
-        await asyncio.sleep(0.8)
-        shot = await self.call("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
-        await self.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1,
-                        mobile=False)
-
-
-async def _drive(debug_port: int, base: str, shots: Path) -> dict[str, str]:
-    import websockets
-
-    for _ in range(150):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json", timeout=2) as r:
-                tabs = json.load(r)
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    ws_url = next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"]
-    async with websockets.connect(ws_url, max_size=50_000_000) as ws:
-        tab = _Tab(ws)
-        await tab.call("Page.enable")
-        await tab.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1,
-                       mobile=False)
-        pages = {}
-        pages["overview"] = await tab.load(base + "/", ["Latest run:", "code-review", "Costliest workflow:",
-                                                        "nightly-digest", "Recent runs"], charts=1)
-        await tab.screenshot(shots / "overview.png")
-        pages["costs"] = await tab.load(base + "/costs", ["Top model:", "anthropic:claude-sonnet-4-0",
-                                                          "could not be priced", "openai:my-local-llama"],
-                                        charts=4)
-        await tab.screenshot(shots / "costs.png")
-        errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
-                              "[data-testid=\"stAlertContentError\"]').length")
-        assert errors == 0
-        return pages
-
-
-def test_real_browser_overview_and_costs(tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (CI installs it: apt-get install chromium)")
-    pytest.importorskip("websockets")
+    chromium_or_skip()
     db = tmp_path / "ledger.db"
     store = Store(f"sqlite:///{db}")
     seed_ledger(store)
     store.close()
     shots = Path(os.environ.get("ORCHESTRA_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
+    server, base = serve(tmp_path, db)
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST", "PREFECT_API", "OPENAI_", "ANTHROPIC_"))}
-    env.update(ORCHESTRA_DB_URL=f"sqlite:///{db}", ORCHESTRA_HOME=str(tmp_path / "home"),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    port, debug_port = _free_port(), _free_port()
-    log = (tmp_path / "streamlit.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    browser = None
+    async def drive() -> dict[str, str]:
+        async with browser(tmp_path) as tab:
+            pages = {"overview": await tab.load(base + "/", ["Latest run:", "code-review", "Costliest workflow:",
+                                                            "nightly-digest", "Recent runs"], charts=1)}
+            await tab.screenshot(shots / "overview-local.png")
+            pages["costs"] = await tab.load(base + "/costs", ["Top model:", "anthropic:claude-sonnet-4-0",
+                                                              "could not be priced", "openai:my-local-llama",
+                                                              "Latency"], charts=6)
+            await tab.screenshot(shots / "costs.png")
+            errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
+                                  "[data-testid=\"stAlertContentError\"]').length")
+            assert errors == 0
+            return pages
+
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, server)
-        browser = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-             f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--remote-debugging-port={debug_port}",
-             "--window-size=1440,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        pages = asyncio.run(asyncio.wait_for(_drive(debug_port, f"http://127.0.0.1:{port}", shots), 120))
+        pages = asyncio.run(asyncio.wait_for(drive(), 180))
     finally:
-        for proc in (browser, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        log.close()
-    print(f"screenshots: {shots / 'overview.png'} {shots / 'costs.png'}")
+        stop(server)
     for name, text in pages.items():
         assert "Traceback" not in text and "Error" not in text, (name, text[:2000])
         assert SECRET not in text
     assert "All time:" in pages["overview"] and "Success rate" in pages["overview"]
+    assert "owner" in pages["overview"] and "User name" not in pages["overview"]
     assert "By model" in pages["costs"] and "Unpriced calls" in pages["costs"]
-    assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "costs.png").stat().st_size > 20_000
+    assert (shots / "costs.png").stat().st_size > 20_000
