@@ -90,8 +90,13 @@ def _draw(detail: dict[str, Any], key: str, following: bool) -> None:
                  column_config={"kind": st.column_config.TextColumn("Kind"),
                                 "why": st.column_config.TextColumn("Why it did not complete", width="large")},
                  csv=f"{run['flow_run_id']}-steps.csv")
-        for s in steps:
-            _step_details(s, key)
+        # one step's details at a time (the first failure first): a page of many steps stays light
+        names = [s["step"] for s in steps]
+        first = detail["first_failure"]
+        default = names.index(first["step"]) if first and first["step"] in names else 0
+        picked = st.selectbox("Step details", names, index=default, key=f"{key}_step",
+                              format_func=lambda n: f"{n} · {next(s['state'] for s in steps if s['step'] == n)}")
+        _step_details(next(s for s in steps if s["step"] == picked), key)
     else:
         st.info("This run has no recorded step yet.", icon=":material/hourglass_empty:")
 
@@ -114,8 +119,8 @@ def _step_details(s: dict[str, Any], key: str) -> None:
     icon = {"COMPLETED": ":material/check_circle:", "FAILED": ":material/error:", "RUNNING": ":material/sync:",
             "SKIPPED": ":material/redo:", "NOT_READY": ":material/block:", "PAUSED": ":material/pause_circle:"}
     label = f"{s['step']} · {s['state']}" + (f" · {s['kind']}" if s.get("kind") else "")
-    with st.expander(label, icon=icon.get(s["state"], ":material/radio_button_unchecked:"),
-                     expanded=s["state"] == "FAILED"):
+    with st.container(border=True):
+        st.markdown(f"{icon.get(s['state'], ':material/radio_button_unchecked:')} **{label}**")
         if s.get("why"):
             (st.error if s["state"] == "FAILED" else st.info)(s["why"])
         facts = [f"{k}: `{s[k]}`" for k in ("agent", "model") if s.get(k)]
