@@ -59,7 +59,7 @@ def _draw(detail: dict[str, Any], key: str, following: bool) -> None:
     if first:
         where = f"step **{first['step']}**: " if first["step"] else ""
         st.error(f"**The run failed** — {where}{first['error'] or 'no message'}", icon=":material/error:")
-    m = st.columns(5)
+    m = st.columns([1, 1, 1.15, 1.3, 0.8])  # room for "$0.000897" and "12.3k / 4.5k" at 1440 px
     m[0].metric("Duration", ui.seconds(run["duration_s"]) if run["duration_s"] is not None else "running",
                 border=True)
     m[1].metric("Provider calls", ui.count(run["provider_calls"]), border=True,
@@ -85,10 +85,12 @@ def _draw(detail: dict[str, Any], key: str, following: bool) -> None:
             else:
                 ui.chart(fig, key=f"{key}_timeline")
         st.markdown("##### Steps")
-        ui.table(steps, ["step", "state", "kind", "agent", "model", "attempts", "errors", "input_tokens",
-                         "output_tokens", "cost_usd", "duration_s", "why"], key=f"{key}_steps",
+        kinds = {s.get("kind") for s in steps}
+        ui.table(steps, ["step", "state", *(["kind"] if len(kinds) > 1 else []), "agent", "model", "attempts",
+                         "errors", "input_tokens", "output_tokens", "cost_usd", "duration_s", "why"],
+                 key=f"{key}_steps",
                  column_config={"kind": st.column_config.TextColumn("Kind"),
-                                "why": st.column_config.TextColumn("Why it did not complete", width="large")},
+                                "why": st.column_config.TextColumn("Why it did not complete", width="medium")},
                  csv=f"{run['flow_run_id']}-steps.csv")
         # one step's details at a time (the first failure first): a page of many steps stays light
         names = [s["step"] for s in steps]

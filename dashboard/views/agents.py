@@ -27,7 +27,8 @@ try:
 except ValueError:
     shown_folder = folder
 st.caption(f"{len(agents)} agent{'s' if len(agents) != 1 else ''} in `{shown_folder}/` · a workflow step names "
-           "one with `agent:`; an agent without a model uses the default model.")
+           f"one with `agent:`; an agent without a model (\"default\") uses the default model, "
+           f"`{current_default_model()}`.")
 
 for problem in problems:
     st.error(f"**Agent file not loaded:** {problem}", icon=":material/error:")
@@ -36,7 +37,8 @@ if agents:
     optional = [c for c in ("fallback", "credentials", "daily_budget_usd") if any(a[c] for a in agents)]
     if any(a["file"] not in (f"{a['name']}.yaml", f"{a['name']}.yml") for a in agents):
         optional.append("file")
-    ui.table(agents, ["name", "description", "model", "capabilities", *optional],
+    shown = [{**a, "model": "default" if a["model"].startswith("default (") else a["model"]} for a in agents]
+    ui.table(shown, ["name", "description", "model", "capabilities", *optional],
              column_config={"name": st.column_config.TextColumn("Agent"),
                             "description": st.column_config.TextColumn("Description", width="medium"),
                             "capabilities": st.column_config.TextColumn("Capabilities", width="medium"),

@@ -38,11 +38,11 @@ m[4].metric("Spent on failures", ui.money(wasted), border=True,
             help="Failed attempts, plus successful calls of steps that failed anyway.")
 
 if gaps["calls"]:
-    listed = ", ".join(f"`{g['model']}` ({g['calls']} call{'s' if g['calls'] != 1 else ''}, "
+    listed = ", ".join(f"`{g['model']}` ({g['calls']:,} call{'s' if g['calls'] != 1 else ''}, "
                        f"{ui.count(g['input_tokens'] + g['output_tokens'])} tokens)" for g in gaps["models"][:8])
     more = f" and {len(gaps['models']) - 8} more" if len(gaps["models"]) > 8 else ""
     st.warning(
-        f"**{gaps['calls']} call{'s' if gaps['calls'] != 1 else ''} could not be priced** and count as $0 "
+        f"**{gaps['calls']:,} call{'s' if gaps['calls'] != 1 else ''} could not be priced** and count as $0 "
         f"in every total here: {listed}{more}. The costs shown are a lower bound.",
         icon=":material/price_check:",
     )
@@ -105,7 +105,7 @@ with b[0]:
 with b[1]:
     st.markdown("**Runs with a budget** (newest)")
     if budgets["runs"]:
-        ui.table(budgets["runs"], ["started", "workflow", "state", "budget_usd", "cost_usd", "used"],
+        ui.table(budgets["runs"], ["started", "workflow", "budget_usd", "cost_usd", "used"],
                  key="budget_runs", csv="run-budgets.csv")
     else:
         st.caption("No run had a budget (`budget_usd:` or `orchestra run --budget`).")

@@ -14,7 +14,7 @@ if k["all"]["runs"] == 0 and k["all"]["calls"] == 0:
 
 recent, total = k["recent"], k["all"]
 st.caption(f"Last {k['days']} days · all-time figures underneath")
-cols = st.columns(5)
+cols = st.columns([0.9, 1, 1.25, 1, 0.9])  # room for a cost like "$0.000478" at 1440 px
 for col, label, now_value, all_value, help_ in (
     (cols[0], "Runs", ui.count(recent["runs"]), ui.count(total["runs"]),
      "Workflow runs started (RUNNING ones included)."),
