@@ -127,14 +127,28 @@ def agent_file(name: str, folder: PathLike | None = None) -> Path | None:
     return next((p for p in files if declared(p) == name), None)
 
 
-def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite: bool = False) -> Path:
-    """Write ``agent`` to ``<folder>/<name>.yaml`` (or the file that already defines it)
-    atomically: a temporary file in the same folder, fsynced, then renamed over the
-    target, so readers see the old file or the new one, never half of one. A comment
-    block at the top of an existing file is kept. ``overwrite=False`` refuses an agent
-    that exists. AgentFileError naming the field; nothing is written then."""
-    import os
-    import tempfile
+def _round_trip():
+    from ruamel.yaml import YAML
+
+    rt = YAML()  # round-trip: comments, key order, quoting and flow style survive
+    rt.preserve_quotes = True
+    rt.width = 100
+    rt.indent(mapping=2, sequence=4, offset=2)
+    return rt
+
+
+def agent_text(agent: AgentConfig, folder: PathLike | None = None, *,
+               overwrite: bool = False) -> tuple[Path, str | None, str]:
+    """What saving ``agent`` would write: ``(file, its text now or None, the new text)``.
+
+    An existing file is edited in place with a round-trip YAML library (ruamel.yaml):
+    its comments, key order, quoting and flow style stay; only changed fields change,
+    fields the agent no longer sets are removed (a field written out at its default
+    value is kept). ``overwrite=False`` refuses an agent that exists. AgentFileError
+    naming the field."""
+    import io
+
+    from ruamel.yaml.scalarstring import LiteralScalarString
 
     folder = Path(folder) if folder else AGENTS_DIR
     if not folder.is_dir():
@@ -149,29 +163,80 @@ def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite:
     if existing is None and any(p.stem == name for p in agent_files(folder)):
         raise AgentFileError("name", f"{name}.yaml already exists and defines another agent")
     data = agent.model_dump(exclude_defaults=True, exclude={"name"})
-    if "instruction" in data and "\n" in data["instruction"] and not data["instruction"].endswith("\n"):
-        data["instruction"] += "\n"
     if target.stem != name:
         data = {"name": name, **data}
-    header = ""
-    if existing is not None:
-        for line in existing.read_text(encoding="utf-8").splitlines(keepends=True):
-            if not line.startswith("#"):
-                break
-            header += line
-    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    rt = _round_trip()
+    old = existing.read_text(encoding="utf-8") if existing is not None else None
+    doc = rt.load(old) if old and old.strip() else None
+    if not isinstance(doc, dict):
+        from ruamel.yaml.comments import CommentedMap
+
+        doc = CommentedMap()
+    for key in list(doc):
+        if key in data:
+            continue
+        if key == "name" and doc[key] == name:
+            continue
+        if key in AgentConfig.model_fields and key != "name" and doc[key] == getattr(agent, key):
+            continue  # written out at its default on purpose
+        del doc[key]
+    for key, value in data.items():
+        if key in doc and doc[key] == value:
+            continue
+        if key in doc and isinstance(doc[key], list) and isinstance(value, list):
+            del doc[key][:]  # the same sequence object: its flow or block style stays
+            doc[key].extend(value)
+            continue
+        if isinstance(value, str) and "\n" in value:
+            value = LiteralScalarString(value if value.endswith("\n") else value + "\n")
+        doc[key] = value
+    buffer = io.StringIO()
+    if len(doc):
+        rt.dump(doc, buffer)
+    text = buffer.getvalue()
     reread = yaml.safe_load(text) or {}
     reread.setdefault("name", target.stem)
     AgentConfig.model_validate(reread)  # what is written must read back as the same agent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    return target, old, text
+
+
+def write_agent_text(target: PathLike, text: str) -> Path:
+    """Write an agent file atomically: a temporary file in the same folder, fsynced, then
+    renamed over the target, so readers see the old file or the new one, never half of
+    one. The text must define a valid agent (AgentFileError otherwise, nothing written)."""
+    import os
+    import tempfile
+
+    target = Path(target)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AgentFileError("file", f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise AgentFileError("file", "expected a mapping of agent fields (name, model, instruction, ...)")
+    data.setdefault("name", target.stem)
+    try:
+        AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise AgentFileError(".".join(str(p) for p in err["loc"]) or "agent", _message(err)) from None
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, (existing.stat().st_mode & 0o777) if existing is not None else 0o644)
+        os.chmod(tmp, (target.stat().st_mode & 0o777) if target.exists() else 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def save_agent(agent: AgentConfig, folder: PathLike | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``agent`` to ``<folder>/<name>.yaml`` (or the file that already defines it):
+    :func:`agent_text` then :func:`write_agent_text`. AgentFileError naming the field;
+    nothing is written then."""
+    target, _, text = agent_text(agent, folder, overwrite=overwrite)
+    return write_agent_text(target, text)

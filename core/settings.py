@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     project_concurrency: int = Field(default=4, ge=1, le=100,
                                      description="Task runs of one project in flight at once")
 
+    # the dashboard's login
+    login_delay: float = Field(default=1.0, ge=0, description="Seconds a failed dashboard login waits before it answers")
+    oidc_role: Literal["none", "viewer", "member", "admin"] = Field(
+        default="viewer", description="Role of an OIDC identity without a user of its name (none: refused)")
+
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     mcp_token: SecretStr | None = Field(default=None, description="Bearer token `orchestra mcp --http` requires")
@@ -120,7 +125,7 @@ class Settings(BaseSettings):
     def _blank_is_default(cls, value: object) -> object:
         return DEFAULT_MODEL if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("limiter", "prefect", mode="before")
+    @field_validator("limiter", "prefect", "oidc_role", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -26,23 +26,40 @@ st.set_page_config(page_title="Orchestra", page_icon=":material/hub:", layout="w
 st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button for the people reading it
 
 VIEWS = Path(__file__).resolve().parent / "views"
-page = st.navigation(
-    {
+
+
+def pages(actor) -> dict[str, list]:
+    """The pages this actor may open (every write is checked again by the service layer)."""
+    from orchestra.access import role_at_least
+
+    manage = [
+        st.Page(VIEWS / "tasks.py", title="Tasks", icon=":material/task_alt:", url_path="tasks"),
+        st.Page(VIEWS / "agents.py", title="Agents", icon=":material/smart_toy:", url_path="agents"),
+        st.Page(VIEWS / "configuration.py", title="Configuration", icon=":material/settings:",
+                url_path="configuration"),
+    ]
+    if role_at_least(actor.role, "admin"):
+        manage.append(st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/policy:", url_path="audit"))
+    return {
         "Ledger": [
             st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
             st.Page(VIEWS / "runs.py", title="Runs", icon=":material/list_alt:", url_path="runs"),
+            st.Page(VIEWS / "run.py", title="Run", icon=":material/account_tree:", url_path="run",
+                    visibility="hidden"),
             st.Page(VIEWS / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
         ],
-        "Manage": [
-            st.Page(VIEWS / "tasks.py", title="Tasks", icon=":material/task_alt:", url_path="tasks"),
-            st.Page(VIEWS / "agents.py", title="Agents", icon=":material/smart_toy:", url_path="agents"),
-            st.Page(VIEWS / "configuration.py", title="Configuration", icon=":material/settings:",
-                    url_path="configuration"),
-        ],
+        "Run": [st.Page(VIEWS / "workflows.py", title="Workflows", icon=":material/account_tree:",
+                        url_path="workflows")],
+        "Manage": manage,
     }
-)
-ui.sidebar()
+
+
 try:
+    from dashboard import auth
+
+    actor = auth.gate()  # a login form and st.stop() until someone is logged in
+    page = st.navigation(pages(actor))
+    ui.sidebar(actor)
     page.run()
 except Exception as exc:  # st.stop()/st.rerun() are BaseExceptions and pass through
     ui.failure(exc)

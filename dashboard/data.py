@@ -1,6 +1,6 @@
 """What the dashboard shows, as plain data: ``ledger.queries`` composed with the agent
 registry, the settings, the environment and the Prefect API. No SQL, no file writes
-(agent edits go through ``agents.registry.save_agent``).
+(agent edits go through ``orchestra.agent_files``, which checks the role and audits).
 
 The Streamlit pages (``dashboard/``) only render what these functions return; every
 function here works without Streamlit, so it is unit-tested on a seeded ledger.
@@ -44,7 +44,13 @@ __all__ = [
     "agent_form_values",
     "agent_rows",
     "agents_dir",
+    "audit_rows",
     "breaker_rows",
+    "budget_rows",
+    "failure_costs",
+    "latency_rows",
+    "run_costs",
+    "step_cost_per_day",
     "cost_per_day",
     "cost_rows",
     "dagger_status",
@@ -52,6 +58,11 @@ __all__ = [
     "flow_run_url",
     "general_settings",
     "health_rows",
+    "input_text",
+    "parse_budget",
+    "with_links",
+    "workflow_entries",
+    "workflow_entry",
     "kpis",
     "ledger_key",
     "orchestra_blocks",
@@ -60,9 +71,18 @@ __all__ = [
     "prefect_ui_url",
     "provider_rows",
     "recent_runs",
+    "dag_layout",
     "run_detail",
+    "step_extras",
     "run_filters",
     "run_rows",
+    "agent_file_text",
+    "agent_from_form",
+    "limit_rows",
+    "parse_limits",
+    "provider_names",
+    "versioned_agents",
+    "preview_agent",
     "save_agent",
     "store_for",
     "try_agent",
@@ -158,6 +178,11 @@ def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def with_links(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run rows with ``link``: the run's page in this dashboard (``run?id=<flow run id>``)."""
+    return [{**r, "link": f"run?id={r['flow_run_id']}"} for r in rows]
+
+
 def recent_runs(store: Store, limit: int = 10) -> list[dict[str, Any]]:
     return run_rows(queries.runs(store, limit=limit))
 
@@ -196,21 +221,56 @@ def list_runs(store: Store, *, workflow: str | None = None, state: str | None = 
     return run_rows(queries.runs(store, limit=limit, workflow=workflow or None, state=state or None))
 
 
-def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
-    """``{"run", "inputs", "steps", "calls", "tool_calls", "dead_letters"}`` of one run, or None.
+STEP_FIELDS = ("step", "kind", "state", "depends_on", "agent", "model", "items", "error", "prompt", "output",
+               "started", "ended")
+_CALL_FIELDS = ("status", "attempts", "errors", "cached", "input_tokens", "output_tokens", "cached_tokens",
+                "cost_usd", "latency_ms", "last_error")
 
-    ``steps``: one row per step, ``ledger.queries.run_steps`` (attempts counted by the
-    engine's rule: repairs, router calls and cache hits are not attempts), with its kind
-    and, for container and command steps, the image and the last exit code.
-    ``calls``: every attempt. ``tool_calls``: every tool call its agents made
-    (``ledger.queries.tool_calls``; arguments as redacted JSON text).
-    ``inputs``: ``[{"input", "value"}]`` (values as text).
+
+def _why(step: dict[str, Any], run_state: str) -> str | None:
+    """Why a step did not run (or not to the end), in a sentence; None when it completed."""
+    state = step["state"]
+    if state == "NOT_READY":
+        return step.get("error") or "an upstream step did not complete"
+    if state == "SKIPPED":
+        return "its `when:` condition was false"
+    if state == "FAILED":
+        return step.get("error") or step.get("last_error") or "failed"
+    if state == "CANCELLED":
+        return step.get("error") or "cancelled"
+    if state in ("PENDING", "RUNNING", "PAUSED") and run_state not in ("RUNNING",):
+        return f"never finished: the run ended {run_state} first"
+    if state == "PENDING":
+        return "waiting for its upstream steps"
+    if state == "PAUSED":
+        return "waiting for an approval"
+    return None
+
+
+def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
+    """``{"run", "inputs", "steps", "calls", "tool_calls", "dead_letters", "first_failure", "final"}`` of one
+    run, or None.
+
+    ``steps``: every step of the run in workflow order, the ones that never ran included
+    (``ledger.queries.steps``), each with its state, kind, depends_on, agent, model,
+    prompt, output, started/ended (datetimes), ``duration_s``, ``why`` (a sentence when it
+    did not complete), its attempts folded by the engine's rule (``ledger.queries.run_steps``:
+    attempts, errors, status, tokens, cost, latency, last_error), its ``calls``, and
+    whatever other fields a step row carries (a kind's own: shown as they are). A run
+    recorded before steps were kept has one step per step that called a provider.
+    ``calls``: every attempt. ``tool_calls``: every tool call the run's agents made
+    (``ledger.queries.tool_calls``; arguments as redacted JSON text), also on each step
+    as its ``tool_calls``; a container or command step carries its ``image`` and last
+    ``exit_code``. ``inputs``: ``[{"input", "value"}]`` (values as text).
+    ``first_failure``: ``{"step", "error"}`` of the first step that failed, else of the run.
     """
     run = queries.run(store, flow_run_id)
     if run is None:
         return None
     calls = run.pop("calls")
     run["n_calls"] = run.get("n_calls", len(calls))
+    run["cache_hits"] = sum(1 for c in calls if c["cached"])
+    run["provider_calls"] = len(calls) - run["cache_hits"]
     run["started"] = _parse(run["started"])
     run["ended"] = _parse(run["ended"])
     run["error"] = redact(run["error"]) if run["error"] else None
@@ -236,7 +296,6 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
          "error": _first_line(d["error"], 300), "created": _parse(d["created"])}
         for d in letters
     ]
-    steps = [{**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)]
     tools = [
         {"step": t["step"], "attempt": t["attempt"], "agent": t["agent"], "tool": f"{t['server']}.{t['tool']}",
          "outcome": t["outcome"], "duration_s": t["duration_s"],
@@ -244,8 +303,154 @@ def run_detail(store: Store, flow_run_id: str) -> dict[str, Any] | None:
          "error": _first_line(t["error"], 300), "created": _parse(t["created"])}
         for t in queries.tool_calls(store, flow_run_id)
     ]
-    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "tool_calls": tools,
-            "dead_letters": dead}
+    tools_by_step: dict[str, list[dict[str, Any]]] = {}
+    for t in tools:
+        tools_by_step.setdefault(t["step"], []).append({k: v for k, v in t.items() if k != "step"})
+    folded = {row["step"]: {**row, "last_error": _first_line(row["last_error"])} for row in queries.run_steps(calls)}
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for c in call_rows:
+        by_step.setdefault(c["step"], []).append(c)
+    recorded = queries.steps(store, flow_run_id)
+    if not recorded:  # a run from before the steps table: the steps that called a provider
+        recorded = [{"step": name, "kind": "agent", "state": "FAILED" if f["status"] == "error" else "COMPLETED",
+                     "depends_on": [], "agent": f["agent"], "model": f["model"], "items": None, "error": None,
+                     "prompt": None, "output": None, "started": None, "ended": None} for name, f in folded.items()]
+    steps = []
+    for row in recorded:
+        f = folded.get(row["step"], {})
+        step = {**row, "started": _parse(row["started"]), "ended": _parse(row["ended"]),
+                "error": redact(row["error"]) if row.get("error") else None}
+        step["agent"] = step.get("agent") or f.get("agent")
+        step["model"] = step.get("model") or f.get("model")
+        for k in _CALL_FIELDS:
+            step[k] = f.get(k, 0 if k not in ("status", "last_error", "cached") else None)
+        step["cached"] = bool(f.get("cached"))
+        for k in ("image", "exit_code"):  # a container's or command's
+            if f.get(k) is not None:
+                step[k] = f[k]
+        step["tool_calls"] = tools_by_step.get(row["step"], [])
+        step["calls"] = by_step.get(row["step"], [])
+        step["duration_s"] = ((step["ended"] - step["started"]).total_seconds()
+                              if step["started"] and step["ended"] else None)
+        step["why"] = _why(step, run["state"])
+        steps.append(step)
+    failed = sorted((s for s in steps if s["state"] == "FAILED"),
+                    key=lambda s: s["ended"] or datetime.max.replace(tzinfo=UTC))
+    first = ({"step": failed[0]["step"], "error": failed[0]["why"]} if failed
+             else {"step": None, "error": run["error"]} if run["error"] else None)
+    return {"run": run, "inputs": inputs, "steps": steps, "calls": call_rows, "tool_calls": tools, "dead_letters": dead,
+            "first_failure": first, "final": run["state"] != "RUNNING"}
+
+
+def step_extras(step: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a step row beyond the common ones (a kind's own: tool calls, an image,
+    an exit code, ...), non-empty ones only: the run page shows them as they are."""
+    known = set(STEP_FIELDS) | set(_CALL_FIELDS) | {"calls", "duration_s", "why"}
+    return {k: v for k, v in step.items() if k not in known and v not in (None, "", [], {})}
+
+
+def dag_layout(steps: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """``{step: (column, row)}``: a step's column is its longest chain of upstream steps,
+    its row its order among the steps of that column (workflow order)."""
+    names = [s["step"] for s in steps]
+    deps = {s["step"]: [d for d in s.get("depends_on") or [] if d in names] for s in steps}
+    depth: dict[str, int] = {}
+
+    def level(name: str, seen: frozenset = frozenset()) -> int:
+        if name not in depth:
+            depth[name] = 0 if name in seen else 1 + max((level(d, seen | {name}) for d in deps[name]), default=-1)
+        return depth[name]
+
+    rows: dict[int, int] = {}
+    out = {}
+    for name in names:
+        col = level(name)
+        out[name] = (col, rows.get(col, 0))
+        rows[col] = rows.get(col, 0) + 1
+    return out
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+def workflow_entry(path: str | Path) -> dict[str, Any]:
+    """One workflow file as the Workflows page shows it: name, file, description, type,
+    ``ok``, ``problems`` (each naming the step or field), ``steps`` (for the DAG preview:
+    step, kind, depends_on, agent, state "PENDING") and ``inputs`` (name -> type,
+    description, default, required)."""
+    from flows.spec import WorkflowError, load_workflow
+
+    path = Path(path)
+    entry: dict[str, Any] = {"name": path.stem, "file": str(path), "description": None, "type": None, "ok": False,
+                             "problems": [], "steps": [], "inputs": {}}
+    try:
+        wf = load_workflow(path)
+    except WorkflowError as exc:
+        entry["problems"] = [redact(p) for p in exc.problems]
+        return entry
+    except (OSError, ValueError) as exc:
+        entry["problems"] = [redact(str(exc))]
+        return entry
+    deps = wf.dependencies()
+    entry.update(name=wf.name, description=wf.description, type=wf.type, ok=True,
+                 steps=[{"step": s.id, "kind": s.kind, "depends_on": deps[s.id], "state": "PENDING",
+                         "agent": s.agent if isinstance(s.agent, str) else None,
+                         "why": f"for_each: {s.for_each}" if s.for_each else None} for s in wf.steps],
+                 inputs={k: {"type": v.type, "description": v.description, "default": v.default,
+                             "required": v.is_required} for k, v in wf.inputs.items()})
+    return entry
+
+
+def workflow_entries(extra: list[str] | None = None) -> list[dict[str, Any]]:
+    """The shipped workflows (``deployments/workflows``) and any other files named in ``extra``."""
+    from orchestra.runtime import workflows_dir
+    from orchestra.workflows import SUFFIXES
+
+    folder = workflows_dir()
+    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file()) if folder.is_dir() else []
+    entries = [{**workflow_entry(p), "source": "shipped"} for p in files]
+    for path in extra or []:
+        entries.append({**workflow_entry(path), "source": "file"})
+    return entries
+
+
+def parse_budget(text: Any) -> float | None:
+    """A budget field's text as USD (empty: none); ValueError naming the field."""
+    raw = str(text or "").strip().removeprefix("$")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"budget: {raw!r} is not a number of USD") from None
+    if value < 0 or value != value or value in (float("inf"),):
+        raise ValueError(f"budget: must be a number of USD >= 0 (got {raw})")
+    return value
+
+
+def input_text(value: Any) -> str:
+    """A typed default as the text the form shows (JSON for objects and arrays)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def _compact(value: Any, limit: int = 400) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def audit_rows(store: Store, *, limit: int = 500, **filters: Any) -> list[dict[str, Any]]:
+    """``ledger.queries.audit`` for a table: ``at`` a datetime, before/after as short JSON text."""
+    return [{**r, "at": _parse(r["at"]), "before": _compact(r["before"]), "after": _compact(r["after"]),
+             "detail": _first_line(r["detail"], 300)}
+            for r in queries.audit(store, limit=limit, **filters)]
 
 
 # --------------------------------------------------------------------------- Prefect links
@@ -326,6 +531,51 @@ def cost_rows(store: Store, by: str, *, since: datetime | None = None) -> list[d
         r["label"] = str(r[by]) if r[by] not in (None, "") else blank
         r["tokens"] = r["input_tokens"] + r["output_tokens"]
     return rows
+
+
+RUN_POINTS = 2000  # the cost-per-run chart's newest runs
+
+
+def run_costs(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    return queries.run_costs(store, since=since, limit=RUN_POINTS)
+
+
+def step_cost_per_day(store: Store, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    return queries.step_cost_per_day(store, since=since)
+
+
+def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    return queries.failure_costs(store, since=since)
+
+
+def latency_rows(store: Store, by: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """p50/p95 latency per model or agent, with a printable ``label``."""
+    rows = queries.latency_percentiles(store, by, since=since)  # type: ignore[arg-type]
+    for r in rows:
+        r["label"] = str(r[by]) if r[by] else (NO_AGENT if by == "agent" else "(none)")
+    return rows
+
+
+def budget_rows(store: Store, folder: str | Path | None = None, *, now: datetime | None = None) -> dict[str, Any]:
+    """Budgets and how much of each is used: ``agents`` (each agent's ``daily_budget_usd``
+    and what it spent since midnight UTC) and ``runs`` (the newest runs that had a budget)."""
+    from agents.registry import agent_files, load_agent
+
+    budgets: dict[str, float] = {}
+    for path in agent_files(agents_dir(folder)):
+        try:
+            a = load_agent(path)
+        except ValueError:
+            continue
+        if a.daily_budget_usd is not None:
+            budgets[a.name] = float(a.daily_budget_usd)
+    midnight = _now(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = queries.agent_spend(store, sorted(budgets), since=midnight)
+    agents = [{"agent": name, "budget_usd": budgets[name], "spent_usd": spent.get(name, 0.0),
+               "used": (spent.get(name, 0.0) / budgets[name]) if budgets[name] else None} for name in sorted(budgets)]
+    runs = [{**r, "started": _parse(r["started"]), "used": (r["cost_usd"] / r["budget_usd"]) if r["budget_usd"]
+             else None} for r in queries.budgeted_runs(store)]
+    return {"agents": agents, "runs": runs}
 
 
 def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
@@ -499,16 +749,10 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
-               overwrite: bool = False) -> Path:
-    """Validate the form's values as an ``agents.base.AgentConfig`` and save it with the
-    registry's own ``agents.registry.save_agent`` (atomic; a file's leading comment kept).
-
-    ``overwrite=False`` refuses an agent that already exists.  Raises
-    :class:`AgentFormError` naming each bad field; nothing is written then."""
+def agent_from_form(values: Mapping[str, Any]) -> Any:
+    """The form's values as an ``agents.base.AgentConfig``; :class:`AgentFormError` naming
+    each bad field (an unknown model or provider, a budget that is not a number, ...)."""
     from agents.base import AgentConfig
-    from agents.registry import AgentFileError
-    from agents.registry import save_agent as write
 
     name, data, errors = _agent_data(values)
     agent = None
@@ -519,10 +763,83 @@ def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *,
             errors += _validation_errors(exc)
     if errors or agent is None:
         raise AgentFormError(errors)
+    return agent
+
+
+def _form_error(exc: Exception) -> AgentFormError:
+    field = getattr(exc, "field", "agent")
+    return AgentFormError([(field, redact(str(exc)).removeprefix(f"{field}: "))])
+
+
+def preview_agent(values: Mapping[str, Any], folder: str | Path | None = None, *, overwrite: bool = False) -> Any:
+    """What saving the form would write: an ``orchestra.agent_files.Plan`` (file, old and
+    new text, unified diff). :class:`AgentFormError` naming the field; nothing written."""
+    from agents.registry import AgentFileError
+    from orchestra import agent_files
+
+    agent = agent_from_form(values)
     try:
-        return write(agent, agents_dir(folder), overwrite=overwrite)
+        return agent_files.preview(agent, agents_dir(folder), overwrite=overwrite)
     except AgentFileError as exc:
-        raise AgentFormError([(exc.field, str(exc).removeprefix(f"{exc.field}: "))]) from None
+        raise _form_error(exc) from None
+
+
+def save_agent(values: Mapping[str, Any], folder: str | Path | None = None, *, overwrite: bool = False,
+               actor: Any, expected: str | None = None) -> Path:
+    """Validate the form's values and save them through ``orchestra.agent_files.save`` as
+    ``actor`` (the role is checked and the change audited there; a version is kept).
+
+    ``overwrite=False`` refuses an agent that already exists; ``expected`` is the file's
+    text the diff was made from. :class:`AgentFormError` naming each bad field,
+    ``orchestra.access.Forbidden`` for a role that may not; nothing is written then."""
+    from agents.registry import AgentFileError
+    from orchestra import agent_files
+
+    agent = agent_from_form(values)
+    try:
+        return agent_files.save(actor, agent, agents_dir(folder), overwrite=overwrite, expected=expected).file
+    except (AgentFileError, agent_files.AgentConflict) as exc:
+        raise _form_error(exc) from None
+
+
+def versioned_agents(store: Store) -> list[str]:
+    """Agents with saved versions, deleted ones included (``ledger.queries.versioned_agents``)."""
+    return queries.versioned_agents(store)
+
+
+def agent_file_text(name: str, folder: str | Path | None = None) -> str | None:
+    """The text of agent ``name``'s file now, or None when it has none."""
+    from agents.registry import agent_file
+
+    path = agent_file(name, agents_dir(folder))
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+def limit_rows(store: Store) -> list[dict[str, Any]]:
+    """The providers' limits (``ledger.queries.limits``), ``updated`` a datetime."""
+    return [{**r, "updated": _parse(r["updated"])} for r in queries.limits(store)]
+
+
+def provider_names() -> list[str]:
+    return [spec.name for spec in SPECS]
+
+
+def parse_limits(concurrency: Any, rpm: Any) -> dict[str, int | None]:
+    """The limits form's text as numbers (empty: no limit); ValueError naming the field."""
+    out: dict[str, int | None] = {}
+    for label, key, raw in (("Calls in flight", "concurrency", concurrency), ("Requests per minute", "rpm", rpm)):
+        text = str(raw or "").strip()
+        if not text:
+            out[key] = None
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{label}: {text!r} is not a whole number") from None
+        if value < 1:
+            raise ValueError(f"{label}: at least 1 (or empty for no limit)")
+        out[key] = value
+    return out
 
 
 def try_agent(agent: Any, prompt: str, *, folder: str | Path | None = None,

@@ -1,5 +1,6 @@
 """What the Tasks page shows and does, as plain data: the task service (``orchestra.tasks``)
-read and called as the actor ``dashboard``. No SQL, no Streamlit (unit-testable), no secret
+read, and called as the logged-in user (an ``orchestra.access.Actor``: the service checks
+the role and audits the write). No SQL, no Streamlit (unit-testable), no secret
 (the service and the ledger redact free text before it is stored).
 """
 
@@ -10,9 +11,8 @@ from typing import Any
 
 from orchestra import tasks as service
 
-__all__ = ["ACTOR", "NO_PROJECT", "execute", "overview", "plan", "task_detail", "tree_rows"]
+__all__ = ["NO_PROJECT", "execute", "overview", "plan", "task_detail", "tree_rows"]
 
-ACTOR = "dashboard"
 NO_PROJECT = "(no project)"
 
 
@@ -62,23 +62,26 @@ def task_detail(task_id: int) -> dict[str, Any]:
             "runs": runs[::-1], "history": history[::-1], "plan_errors": (task["plan"] or {}).get("errors") or []}
 
 
-def plan(task_id: int) -> tuple[bool, str]:
-    """Create the task's workflow (as `orchestra tasks plan`): (ok, what happened)."""
+def plan(task_id: int, actor: Any) -> tuple[bool, str]:
+    """Create the task's workflow (as `orchestra tasks plan`) as ``actor``: (ok, what happened)."""
+    from orchestra.access import Forbidden
     from orchestra.planner import PlannerError
 
     try:
-        planned = asyncio.run(service.plan_task(task_id, actor=ACTOR))
-    except (service.TaskError, PlannerError) as exc:
+        planned = asyncio.run(service.plan_task(task_id, actor=actor))
+    except (service.TaskError, PlannerError, Forbidden) as exc:
         return False, str(exc)
     return True, f"task {task_id}: workflow {planned['workflow']} ({planned['source']})"
 
 
-def execute(task_id: int) -> tuple[bool, str]:
-    """Start the task's workflow in the background (as `orchestra tasks execute`): (ok, what happened)."""
+def execute(task_id: int, actor: Any) -> tuple[bool, str]:
+    """Start the task's workflow in the background (as `orchestra tasks execute`) as ``actor``:
+    (ok, what happened)."""
+    from orchestra.access import Forbidden
     from orchestra.planner import PlannerError
 
     try:
-        started = asyncio.run(service.execute_task(task_id, actor=ACTOR))
-    except (service.TaskError, PlannerError, RuntimeError) as exc:
+        started = asyncio.run(service.execute_task(task_id, actor=actor))
+    except (service.TaskError, PlannerError, RuntimeError, Forbidden) as exc:
         return False, str(exc)
     return True, f"task {task_id}: flow run {started['flow_run_id']} started"

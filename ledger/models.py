@@ -16,6 +16,12 @@ Tables:
 * ``open_calls`` -- attempts in flight, each until its ``calls`` row is written (revision 0009).
 * ``projects`` / ``tasks`` / ``task_history`` / ``task_runs`` -- work items, every
   change to one, and the flow runs that executed one (revision 0008, ``orchestra.tasks``).
+* ``call_rollup`` -- the calls summed per UTC day, workflow, step, model and agent,
+  written in the same transaction as the calls (revision 0010): what the cost and KPI
+  queries read instead of scanning every call.
+* ``users`` / ``audit`` / ``agent_versions`` -- who may use the dashboard (argon2
+  password hashes, never a password), every change and refused change with its
+  before and after (redacted), and each saved agent file's text (revision 0010).
 
 Timestamps are timezone-aware UTC datetimes in Python on every backend
 (:class:`UTCDateTime`).  The schema itself is owned by the Alembic revisions in
@@ -63,6 +69,10 @@ __all__ = [
     "Task",
     "TaskHistory",
     "TaskRun",
+    "User",
+    "AuditEntry",
+    "AgentVersion",
+    "CallRollup",
     "UTCDateTime",
     "RUN_STATES",
     "FINAL_RUN_STATES",
@@ -165,6 +175,7 @@ class Run(Base):
         Index("ix_runs_state", "state"),
         Index("ix_runs_started", "started"),
         Index("ix_runs_workflow_started", "workflow", "started"),
+        Index("ix_runs_state_started", "state", "started"),  # failed runs, success rates (0010)
     )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
@@ -204,6 +215,13 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_created", "created"),
         Index("ix_calls_agent_created", "agent", "created"),  # routing statistics (0002)
+        # latency percentiles walk these in order (0010): successful provider calls only
+        Index("ix_calls_model_latency", "model", "latency_ms", "created",
+              sqlite_where=text("cached = 0 AND status = 'ok'"),
+              postgresql_where=text("cached IS false AND status = 'ok'")),
+        Index("ix_calls_agent_latency", "agent", "latency_ms", "created",
+              sqlite_where=text("cached = 0 AND status = 'ok'"),
+              postgresql_where=text("cached IS false AND status = 'ok'")),
     )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
@@ -232,7 +250,7 @@ class Step(Base):
     ended: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("flow_run_id", "step"),)
+    __table_args__ = (UniqueConstraint("flow_run_id", "step"), Index("ix_steps_state", "state"))
 
 
 class ToolCall(Base):
@@ -436,3 +454,84 @@ class TaskRun(Base):
     flow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
     actor: Mapped[str] = mapped_column(String(200))
     created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --------------------------------------------------------------------------- revision 0010
+
+
+class User(Base):
+    """A dashboard user: a role (``orchestra.access.ROLES``) and an argon2 hash (None: OIDC only)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One change (or refused change): who, when, what, before and after (redacted)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))  # cli | password | oidc | local
+    action: Mapped[str] = mapped_column(String(64))  # e.g. agent.edit, run.start
+    target: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | refused | failed
+    before: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    after: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_actor_at", "actor", "at"),
+    )
+
+
+class AgentVersion(Base):
+    """One saved version of an agent file (its whole text); ``action``: create | edit | restore | delete."""
+
+    __tablename__ = "agent_versions"
+
+    id: Mapped[int] = mapped_column(CallId, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    file: Mapped[str] = mapped_column(String(400))
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("agent", "version"),)
+
+
+class CallRollup(Base):
+    """The calls of one UTC day, workflow, step, model and agent ('' for none), summed;
+    kept by the write path in the transaction that inserts the calls (revision 0010)."""
+
+    __tablename__ = "call_rollup"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    workflow: Mapped[str] = mapped_column(String(200), primary_key=True)
+    step: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    errors: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    error_cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    unpriced_calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    unpriced_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    unpriced_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    ok_calls: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # successful, not cached
+    ok_latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))  # their sum

@@ -8,33 +8,41 @@ session, a connection or a table. An empty ledger gives empty lists and zeros.
 Runs:      :func:`runs`, :func:`run`, :func:`steps` (every step and its state), :func:`progress`,
            :func:`run_steps` (calls per step), :func:`step_attempts`, :func:`totals`, :func:`run_workflows`,
            :func:`tool_calls` (the tool calls of a run)
-Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`
+Money:     :func:`cost_groups`, :func:`kpis`, :func:`cost_per_day`, :func:`unpriced`, :func:`run_costs`,
+           :func:`step_cost_per_day`, :func:`failure_costs`, :func:`latency_percentiles`, :func:`agent_spend`,
+           :func:`budgeted_runs`
 Healing:   :func:`breakers`, :func:`breaker_events`, :func:`dead_letters`, :func:`dead_letter`,
            :func:`limits`, :func:`health`
 Tasks:     :func:`projects`, :func:`project`, :func:`tasks`, :func:`task`, :func:`task_history`,
            :func:`task_runs`, :func:`task_of_run`
+Access:    :func:`users`, :func:`user_count`, :func:`credentials`, :func:`audit`, :func:`agent_versions`,
+           :func:`versioned_agents`, :func:`agent_version`
 """
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, text
 
 from core.calls import counts_as_attempt
 from core.steps import FINAL_STEP_STATES
 from ledger.db import day_of
-from ledger.models import (FINAL_RUN_STATES, RUN_STATES, Breaker, BreakerEvent, Call, DeadLetter, HealthCheck,
-                           Project, Run, Step, Task, TaskHistory, TaskRun, ToolCall)
+from ledger.models import (FINAL_RUN_STATES, RUN_STATES, AgentVersion, AuditEntry, Breaker, BreakerEvent, Call,
+                           CallRollup, DeadLetter, HealthCheck, Project, Run, Step, Task, TaskHistory, TaskRun,
+                           ToolCall, User)
 from ledger.rows import aware, call_dict, iso, run_dict, state_name, totals_dict, totals_select
 from ledger.store import COST_GROUPS, Store
 
 __all__ = [
-    "COST_GROUPS", "RUN_STATES", "breaker_events", "breakers", "cost_groups", "cost_per_day", "dead_letter",
-    "dead_letters", "health", "kpis", "limits", "progress", "project", "projects", "run", "run_steps", "run_workflows",
-    "runs", "step_attempts", "steps", "task", "task_history", "task_of_run", "task_runs", "tasks", "tool_calls",
-    "totals", "unfinished_runs", "unpriced",
+    "COST_GROUPS", "RUN_STATES", "agent_spend", "agent_version", "agent_versions", "audit", "breaker_events",
+    "breakers", "budgeted_runs", "cost_groups", "cost_per_day", "credentials", "dead_letter", "dead_letters",
+    "failure_costs", "health", "kpis", "latency_percentiles", "limits", "progress", "project", "projects", "run",
+    "run_costs", "run_steps", "run_workflows", "runs", "step_attempts", "step_cost_per_day", "steps", "task",
+    "task_history", "task_of_run", "task_runs", "tasks", "tool_calls", "totals", "unfinished_runs", "unpriced",
+    "user_count", "users", "versioned_agents",
 ]
 
 UTC = timezone.utc
@@ -50,6 +58,10 @@ _PROJECTS = Project.__table__
 _TASKS = Task.__table__
 _TASK_HISTORY = TaskHistory.__table__
 _TASK_RUNS = TaskRun.__table__
+_USERS = User.__table__
+_ROLLUP = CallRollup.__table__
+_AUDIT = AuditEntry.__table__
+_VERSIONS = AgentVersion.__table__
 
 
 # --------------------------------------------------------------------------- runs
@@ -167,13 +179,51 @@ def run_workflows(store: Store) -> list[str]:
 # --------------------------------------------------------------------------- money
 
 
+def _midnight(dt: datetime | None) -> bool:
+    return dt is None or aware(dt).time() == datetime.min.time()
+
+
+def _day(dt: datetime) -> str:
+    return aware(dt).strftime("%Y-%m-%d")
+
+
 def cost_groups(store: Store, by: Literal["model", "agent", "workflow", "day"] = "model", *,
                 since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Calls, tokens and cost grouped by ``model``, ``agent``, ``workflow`` or ``day``
     (UTC ``YYYY-MM-DD`` of the call); by cost, highest first (``day``: oldest first).
-    ``since <= created < until`` when given. ValueError naming the valid groups."""
+    ``since <= created < until`` when given. ValueError naming the valid groups.
+
+    Bounds at midnight UTC (or none) read the daily rollup (``call_rollup``: a few rows
+    per day, whatever the number of calls); other bounds sum the calls themselves."""
     if by not in COST_GROUPS:
         raise ValueError(f"cannot group costs by {by!r}; valid values: {', '.join(COST_GROUPS)}")
+    if not (_midnight(since) and _midnight(until)):
+        return _cost_groups_of_calls(store, by, since=since, until=until)
+    g = _ROLLUP.c
+    key = {"model": g.model, "agent": func.nullif(g.agent, ""), "workflow": g.workflow, "day": g.day}[by]
+    cost = func.sum(g.cost_usd)
+    q = select(key.label(by), func.sum(g.calls).label("calls"), func.sum(g.input_tokens).label("input_tokens"),
+               func.sum(g.output_tokens).label("output_tokens"), func.sum(g.cached_tokens).label("cached_tokens"),
+               cost.label("cost_usd"))
+    if since is not None:
+        q = q.where(g.day >= _day(since))
+    if until is not None:
+        q = q.where(g.day < _day(until))
+    q = q.group_by(key)
+    q = q.order_by(key.asc()) if by == "day" else q.order_by(cost.desc(), key.asc().nulls_last())
+    with store._read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [_group_row(by, row) for row in rows]
+
+
+def _group_row(by: str, row: Any) -> dict[str, Any]:
+    return {by: row[by], "calls": int(row["calls"]), "input_tokens": int(row["input_tokens"] or 0),
+            "output_tokens": int(row["output_tokens"] or 0), "cached_tokens": int(row["cached_tokens"] or 0),
+            "cost_usd": float(row["cost_usd"] or 0.0)}
+
+
+def _cost_groups_of_calls(store: Store, by: str, *, since: datetime | None,
+                          until: datetime | None) -> list[dict[str, Any]]:
     c = _CALLS.c
     key = {"model": c.model, "agent": c.agent, "workflow": _RUNS.c.workflow, "day": day_of(c.created)}[by]
     cost = func.sum(c.cost_usd)
@@ -192,9 +242,7 @@ def cost_groups(store: Store, by: Literal["model", "agent", "workflow", "day"] =
     q = q.order_by(key.asc()) if by == "day" else q.order_by(cost.desc(), key.asc().nulls_last())
     with store._read() as conn:
         rows = conn.execute(q).mappings().all()
-    return [{by: row[by], "calls": int(row["calls"]), "input_tokens": int(row["input_tokens"] or 0),
-             "output_tokens": int(row["output_tokens"] or 0), "cached_tokens": int(row["cached_tokens"] or 0),
-             "cost_usd": float(row["cost_usd"] or 0.0)} for row in rows]
+    return [_group_row(by, row) for row in rows]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -219,8 +267,17 @@ def _run_counts(store: Store, since: datetime | None) -> dict[str, int]:
 
 
 def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
-    rows = cost_groups(store, "model", since=since)
-    out = {k: sum(r[k] for r in rows) for k in ("calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")}
+    g = _ROLLUP.c
+    q = select(*(func.coalesce(func.sum(getattr(g, k)), 0).label(k) for k in (
+        "calls", "cache_hits", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")))
+    if since is not None:
+        q = q.where(g.day >= _day(since))
+    with store._read() as conn:
+        row = conn.execute(q).mappings().one()
+    out: dict[str, Any] = {k: int(row[k] or 0) for k in ("calls", "cache_hits", "input_tokens", "output_tokens",
+                                                          "cached_tokens")}
+    out["cost_usd"] = float(row["cost_usd"] or 0.0)
+    out["provider_calls"] = out["calls"] - out["cache_hits"]
     out["tokens"] = out["input_tokens"] + out["output_tokens"]
     return out
 
@@ -228,9 +285,11 @@ def _call_totals(store: Store, since: datetime | None) -> dict[str, Any]:
 def kpis(store: Store, *, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
     """``{"recent": {...}, "all": {...}, "days": days}``; each has runs, completed,
     finished, running, success_rate (completed / finished runs, None without any
-    finished run), calls, input/output/cached tokens, tokens and cost_usd.
-    "recent" counts runs started and calls made in the last ``days`` days."""
-    since = _now(now) - timedelta(days=days)
+    finished run), calls (every ledger row), cache_hits, provider_calls (calls that
+    reached a provider), input/output/cached tokens, tokens and cost_usd.
+    "recent" counts runs started and calls made in the last ``days`` calendar days (UTC,
+    today included: the days of :func:`cost_per_day`)."""
+    since = datetime.combine(_now(now).date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
     out: dict[str, Any] = {"days": days}
     for name, bound in (("recent", since), ("all", None)):
         counts: dict[str, Any] = _run_counts(store, bound)
@@ -266,19 +325,147 @@ def cost_per_day(store: Store, *, days: int | None = 30, now: datetime | None = 
 def unpriced(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
     """Successful provider calls genai-prices could not price (they count as $0):
     ``{"calls": n, "models": [{"model", "calls", "input_tokens", "output_tokens"}]}``.
-    Cache hits and failed attempts are left out (they cost nothing anyway)."""
-    c = _CALLS.c
-    q = (select(c.model, func.count(c.id).label("calls"),
-                func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
-                func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"))
-         .where(c.priced.is_(False), c.cached.is_(False), c.status == "ok")
-         .group_by(c.model).order_by(func.count(c.id).desc(), c.model))
+    Cache hits and failed attempts are left out (they cost nothing anyway). ``since`` is
+    taken from its UTC day (the rollup's grain)."""
+    g = _ROLLUP.c
+    q = (select(g.model, func.sum(g.unpriced_calls).label("calls"),
+                func.coalesce(func.sum(g.unpriced_input_tokens), 0).label("input_tokens"),
+                func.coalesce(func.sum(g.unpriced_output_tokens), 0).label("output_tokens"))
+         .where(g.unpriced_calls > 0).group_by(g.model).order_by(func.sum(g.unpriced_calls).desc(), g.model))
     if since is not None:
-        q = q.where(c.created >= since)
+        q = q.where(g.day >= _day(since))
     with store._read() as conn:
         models = [{"model": r["model"], "calls": int(r["calls"]), "input_tokens": int(r["input_tokens"]),
                    "output_tokens": int(r["output_tokens"])} for r in conn.execute(q).mappings()]
     return {"calls": sum(m["calls"] for m in models), "models": models}
+
+
+def run_costs(store: Store, *, since: datetime | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+    """What each run cost, oldest first (the newest ``limit``): flow_run_id, workflow, state,
+    started (datetime), cost_usd, calls."""
+    r = _RUNS.c
+    q = select(r.flow_run_id, r.workflow, r.state, r.started, r.cost_usd, r.calls).order_by(r.started.desc())
+    if since is not None:
+        q = q.where(r.started >= aware(since))
+    with store._read() as conn:
+        rows = conn.execute(q.limit(int(limit))).mappings().all()
+    return [{**dict(row), "cost_usd": float(row["cost_usd"] or 0.0), "calls": int(row["calls"] or 0)}
+            for row in reversed(rows)]
+
+
+def step_cost_per_day(store: Store, *, since: datetime | None = None, top: int = 8) -> list[dict[str, Any]]:
+    """Cost per UTC day of the ``top`` most expensive steps (``workflow/step``), oldest
+    first: day (``YYYY-MM-DD``), step, cost_usd, calls (from the daily rollup)."""
+    g = _ROLLUP.c
+    label = (g.workflow + "/" + g.step).label("step")
+    window = [g.day >= _day(since)] if since is not None else []
+    with store._read() as conn:
+        leaders = [row[0] for row in conn.execute(
+            select(label).where(*window).group_by(g.workflow, g.step)
+            .order_by(func.sum(g.cost_usd).desc()).limit(int(top)))]
+        if not leaders:
+            return []
+        q = (select(g.day, label, func.sum(g.cost_usd).label("cost_usd"), func.sum(g.calls).label("calls"))
+             .where(*window, (g.workflow + "/" + g.step).in_(leaders)).group_by(g.day, g.workflow, g.step)
+             .order_by(g.day))
+        rows = conn.execute(q).mappings().all()
+    return [{"day": row["day"], "step": row["step"], "cost_usd": float(row["cost_usd"] or 0.0),
+             "calls": int(row["calls"])} for row in rows]
+
+
+def failure_costs(store: Store, *, since: datetime | None = None) -> dict[str, Any]:
+    """Money spent on what did not succeed: ``failed_attempts`` (calls that failed),
+    ``failed_steps`` (successful calls of steps that failed anyway: a bad repair, a later
+    item), ``failed_runs`` (everything runs that did not complete cost); each with its count."""
+    c, r, st = _CALLS.c, _RUNS.c, _STEPS.c
+    with store._read() as conn:
+        g = _ROLLUP.c
+        q = select(func.coalesce(func.sum(g.errors), 0), func.coalesce(func.sum(g.error_cost_usd), 0.0))
+        if since is not None:
+            q = q.where(g.day >= _day(since))
+        attempts = conn.execute(q).one()
+        failed = select(st.flow_run_id, st.step).where(st.state == "FAILED").subquery()
+        q = (select(func.count(c.id), func.coalesce(func.sum(c.cost_usd), 0.0))
+             .select_from(failed.join(_CALLS, (c.flow_run_id == failed.c.flow_run_id) & (c.step == failed.c.step)))
+             .where(c.status == "ok"))
+        if since is not None:
+            q = q.where(c.created >= aware(since))
+        steps_ = conn.execute(q).one()
+        q = select(func.count(), func.coalesce(func.sum(r.cost_usd), 0.0)).where(
+            r.state.in_(("FAILED", "CRASHED", "CANCELLED")))
+        if since is not None:
+            q = q.where(r.started >= aware(since))
+        runs_ = conn.execute(q).one()
+    return {"failed_attempts": {"calls": int(attempts[0]), "cost_usd": float(attempts[1])},
+            "failed_steps": {"calls": int(steps_[0]), "cost_usd": float(steps_[1])},
+            "failed_runs": {"runs": int(runs_[0]), "cost_usd": float(runs_[1])}}
+
+
+def latency_percentiles(store: Store, by: Literal["model", "agent"] = "model", *,
+                        since: datetime | None = None) -> list[dict[str, Any]]:
+    """p50 and p95 latency (ms, nearest rank) of successful provider calls (cache hits left
+    out) per ``model`` or ``agent``, with their count and mean; most calls first.
+
+    Each percentile is one walk of a partial index in latency order
+    (``ix_calls_<by>_latency``), not a sort of every call."""
+    if by not in ("model", "agent"):
+        raise ValueError(f"latency percentiles by {by!r}: model or agent")
+    c, g = _CALLS.c, _ROLLUP.c
+    key = c.model if by == "model" else c.agent
+    # the partial indexes' own predicate, as literal text: a planner uses a partial index only
+    # when the query's WHERE implies it, which a bound parameter never does
+    usable = text("calls.cached = 0 AND calls.status = 'ok'" if store.backend == "sqlite"
+                  else "calls.cached IS false AND calls.status = 'ok'")
+    ok = [usable] + ([c.created >= aware(since)] if since is not None else [])
+    out = []
+    with store._read() as conn:
+        if _midnight(since):  # counts and means from the daily rollup
+            rkey = g.model if by == "model" else func.nullif(g.agent, "")
+            n_ = func.sum(g.ok_calls)
+            groups = conn.execute(select(rkey, n_, func.sum(g.ok_latency_ms) / n_)
+                                  .where(*([g.day >= _day(since)] if since is not None else []))
+                                  .group_by(rkey).having(n_ > 0).order_by(n_.desc(), rkey)).all()
+        else:
+            groups = conn.execute(select(key, func.count(), func.avg(c.latency_ms)).where(*ok).group_by(key)
+                                  .order_by(func.count().desc(), key)).all()
+        for value, n, mean in groups:
+            n = int(n)
+            match = key.is_(None) if value is None else key == value
+            ranked = select(c.latency_ms).where(match, *ok).order_by(c.latency_ms).limit(1)
+            p50 = conn.execute(ranked.offset(max(0, math.ceil(0.5 * n) - 1))).scalar()
+            p95 = conn.execute(ranked.offset(max(0, math.ceil(0.95 * n) - 1))).scalar()
+            out.append({by: value, "calls": int(n), "mean_ms": float(mean or 0.0), "p50_ms": float(p50 or 0.0),
+                        "p95_ms": float(p95 or 0.0)})
+    return out
+
+
+def agent_spend(store: Store, agents: list[str], *, since: datetime) -> dict[str, float]:
+    """What each of ``agents`` spent since ``since`` (daily budgets); 0.0 for no calls."""
+    c = _CALLS.c
+    if not agents:
+        return {}
+    q = (select(c.agent, func.coalesce(func.sum(c.cost_usd), 0.0)).where(c.agent.in_(list(agents)),
+                                                                          c.created >= aware(since))
+         .group_by(c.agent))
+    with store._read() as conn:
+        found = {a: float(v) for a, v in conn.execute(q).all()}
+    return {a: found.get(a, 0.0) for a in agents}
+
+
+def budgeted_runs(store: Store, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest runs that had a budget: flow_run_id, workflow, state, started (ISO),
+    budget_usd, cost_usd (live for a RUNNING run)."""
+    r = _RUNS.c
+    q = (select(r.flow_run_id, r.workflow, r.state, r.started, r.budget_usd, r.cost_usd)
+         .where(r.budget_usd.is_not(None)).order_by(r.started.desc()).limit(int(limit)))
+    with store._read() as conn:
+        rows = [dict(row) for row in conn.execute(q).mappings()]
+        running = [row["flow_run_id"] for row in rows if row["state"] == "RUNNING"]
+        live = dict(conn.execute(select(_CALLS.c.flow_run_id, func.sum(_CALLS.c.cost_usd))
+                                 .where(_CALLS.c.flow_run_id.in_(running)).group_by(_CALLS.c.flow_run_id)).all()) \
+            if running else {}
+    return [{**row, "started": iso(row["started"]),
+             "cost_usd": float(live.get(row["flow_run_id"], row["cost_usd"]) or 0.0)} for row in rows]
 
 
 # --------------------------------------------------------------------------- self-healing
@@ -508,3 +695,84 @@ def task_of_run(store: Store, flow_run_id: str) -> int | None:
     with store._read() as conn:
         found = conn.execute(select(_TASK_RUNS.c.task_id).where(_TASK_RUNS.c.flow_run_id == flow_run_id)).first()
     return None if found is None else int(found[0])
+
+
+# --------------------------------------------------------------------------- access
+
+
+def users(store: Store) -> list[dict[str, Any]]:
+    """Dashboard users by name: name, role, password (whether one is set: never the hash),
+    created, updated (ISO)."""
+    with store._read() as conn:
+        rows = conn.execute(select(_USERS).order_by(_USERS.c.name)).mappings().all()
+    return [{"name": r["name"], "role": r["role"], "password": r["password_hash"] is not None,
+             "created": iso(r["created"]), "updated": iso(r["updated"])} for r in rows]
+
+
+def user_count(store: Store) -> int:
+    with store._read() as conn:
+        return int(conn.execute(select(func.count()).select_from(_USERS)).scalar() or 0)
+
+
+def credentials(store: Store, name: str) -> dict[str, Any] | None:
+    """``{"name", "role", "password_hash"}`` of one user, or None: what a login checks
+    (``orchestra.users.authenticate``), and nothing else reads the hash."""
+    with store._read() as conn:
+        row = conn.execute(select(_USERS.c.name, _USERS.c.role, _USERS.c.password_hash)
+                           .where(_USERS.c.name == name)).mappings().first()
+    return dict(row) if row else None
+
+
+def audit(store: Store, *, limit: int | None = 500, actor: str | None = None, action: str | None = None,
+          outcome: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The audit log, newest first: id, at (ISO), actor, role, via, action, target, outcome
+    (ok | refused | failed), before, after (redacted when written), detail. ``action``
+    matches a whole action (``agent.edit``) or a prefix ending in a dot (``agent.``)."""
+    q = select(_AUDIT).order_by(_AUDIT.c.at.desc(), _AUDIT.c.id.desc())
+    if actor:
+        q = q.where(_AUDIT.c.actor == actor)
+    if action:
+        q = q.where(_AUDIT.c.action.startswith(action, autoescape=True) if action.endswith(".")
+                    else _AUDIT.c.action == action)
+    if outcome:
+        q = q.where(_AUDIT.c.outcome == outcome)
+    if since is not None:
+        q = q.where(_AUDIT.c.at >= aware(since))
+    if limit is not None:
+        q = q.limit(int(limit))
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["at"] = iso(r["at"])
+    return rows
+
+
+def agent_versions(store: Store, agent: str) -> list[dict[str, Any]]:
+    """The saved versions of one agent, newest first: version, action, file, actor, created
+    (ISO), size (characters of its text; the text itself: :func:`agent_version`)."""
+    q = (select(_VERSIONS.c.version, _VERSIONS.c.action, _VERSIONS.c.file, _VERSIONS.c.actor, _VERSIONS.c.created,
+                func.length(_VERSIONS.c.text).label("size"))
+         .where(_VERSIONS.c.agent == agent).order_by(_VERSIONS.c.version.desc()))
+    with store._read() as conn:
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+    for r in rows:
+        r["created"] = iso(r["created"])
+        r["size"] = int(r["size"] or 0)
+    return rows
+
+
+def versioned_agents(store: Store) -> list[str]:
+    """The agents with saved versions (deleted ones included), sorted."""
+    with store._read() as conn:
+        return sorted(conn.execute(select(_VERSIONS.c.agent).distinct()).scalars())
+
+
+def agent_version(store: Store, agent: str, version: int) -> dict[str, Any] | None:
+    """One saved version with its ``text``, or None."""
+    with store._read() as conn:
+        row = conn.execute(select(_VERSIONS).where(_VERSIONS.c.agent == agent, _VERSIONS.c.version == int(version))
+                           ).mappings().first()
+    if row is None:
+        return None
+    return {**{k: row[k] for k in ("agent", "version", "action", "file", "text", "actor")},
+            "created": iso(row["created"])}

@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.engine import URL
@@ -52,12 +52,13 @@ from core.steps import FINAL_STEP_STATES, StepState
 from core.redact import redact, redact_url, redact_data
 from ledger.db import WRITE, is_memory_sqlite, make_engine, resolve_url
 from ledger.migrations import MIGRATIONS_DIR, VERSION_TABLE, head_revisions, known_revisions
-from ledger.models import FINAL_RUN_STATES, Call, OpenCall, Run, Step, ToolCall
+from ledger.access_store import AccessStore, UserExists
+from ledger.models import FINAL_RUN_STATES, Call, CallRollup, OpenCall, Run, Step, ToolCall
 from ledger.resilience_store import ResilienceStore
 from ledger.task_store import TaskConflict, TaskStore
 from ledger.rows import aware, state_name, totals_dict, totals_select
 
-__all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError", "TaskConflict"]
+__all__ = ["Store", "CallRecord", "get_store", "COST_GROUPS", "StoreError", "TaskConflict", "UserExists"]
 
 log = logging.getLogger("orchestra.store")
 
@@ -72,6 +73,10 @@ _CALLS = Call.__table__
 _OPEN = OpenCall.__table__
 _STEPS = Step.__table__
 _TOOL_CALLS = ToolCall.__table__
+_ROLLUP = CallRollup.__table__
+_ROLLUP_SUMS = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
+                "error_cost_usd", "unpriced_calls", "unpriced_input_tokens", "unpriced_output_tokens", "ok_calls",
+                "ok_latency_ms")
 MAX_ARGUMENT_CHARS = 20_000
 _TOTAL_KWARGS = frozenset(
     {"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "calls", "duration_s"}
@@ -144,12 +149,13 @@ def _finite(x: Any) -> float:
 # --------------------------------------------------------------------------- store
 
 
-class Store(ResilienceStore, TaskStore):
+class Store(ResilienceStore, TaskStore, AccessStore):
     """The ledger on one database URL.  Thread-safe; see the module docstring.
 
     The self-healing tables (breakers, dead letters, limits, health) are read and
     written by the methods of :class:`ledger.resilience_store.ResilienceStore`; projects
-    and tasks by those of :class:`ledger.task_store.TaskStore`."""
+    and tasks by those of :class:`ledger.task_store.TaskStore`; users, the audit log and
+    agent versions by :class:`ledger.access_store.AccessStore`."""
 
     def __init__(self, url: str | URL | None = None, *, auto_migrate: bool = True) -> None:
         self.url: URL = resolve_url(url)
@@ -608,12 +614,46 @@ class Store(ResilienceStore, TaskStore):
             except Exception as exc:
                 self._write_failed(1, exc, row)
 
-    @staticmethod
-    def _insert_calls(conn: Connection, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
-        """Insert call rows and, in the same transaction, remove the in-flight marks they close."""
+    def _insert_calls(self, conn: Connection, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
+        """Insert call rows and, in the same transaction, remove the in-flight marks they close
+        and add them to ``call_rollup``, so the rollup always sums exactly the calls that are there.
+        Every insert into ``calls`` goes through here."""
         conn.execute(insert(_CALLS), rows)
         if closed := [k for k in keys if k]:
             conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(closed)))
+        run_ids = sorted({r["flow_run_id"] for r in rows})
+        workflows = dict(conn.execute(select(_RUNS.c.flow_run_id, _RUNS.c.workflow)
+                                      .where(_RUNS.c.flow_run_id.in_(run_ids))).all())
+        sums: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
+        for r in rows:
+            key = (aware(r["created"]).strftime("%Y-%m-%d"), workflows.get(r["flow_run_id"], ""), r["step"],
+                   r["model"], r["agent"] or "")
+            acc = sums.setdefault(key, dict.fromkeys(_ROLLUP_SUMS, 0))
+            ok = r["status"] == "ok"  # an error, or an interrupted attempt, is a failure
+            unpriced = not r["priced"] and not r["cached"] and ok
+            acc["calls"] += 1
+            acc["cache_hits"] += int(r["cached"])
+            acc["errors"] += int(not ok)
+            for k in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd"):
+                acc[k] += r[k]
+            acc["error_cost_usd"] += 0.0 if ok else r["cost_usd"]
+            if not r["cached"] and ok:
+                acc["ok_calls"] += 1
+                acc["ok_latency_ms"] += r["latency_ms"]
+            if unpriced:
+                acc["unpriced_calls"] += 1
+                acc["unpriced_input_tokens"] += r["input_tokens"]
+                acc["unpriced_output_tokens"] += r["output_tokens"]
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        values = [dict(zip(("day", "workflow", "step", "model", "agent"), key), **acc) for key, acc in sums.items()]
+        stmt = upsert(_ROLLUP)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["day", "workflow", "step", "model", "agent"],
+            set_={k: getattr(_ROLLUP.c, k) + getattr(stmt.excluded, k) for k in _ROLLUP_SUMS})
+        conn.execute(stmt, values)
 
     @staticmethod
     def _open_row(call: CallRecord) -> dict[str, Any]:

@@ -129,6 +129,15 @@ def _warm_up() -> None:
         log.debug("warm-up: %s", redact(str(exc)))
 
 
+async def _note_run(request: Any) -> None:
+    """``run.start`` checked and audited as the MCP server's actor (``orchestra.actions.note_run``)."""
+    import anyio
+
+    from orchestra import access, actions
+
+    await anyio.to_thread.run_sync(lambda: actions.note_run(access.mcp_actor(), request))
+
+
 @tool(title="Run a workflow",
           annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
 async def run_workflow(
@@ -148,6 +157,7 @@ async def run_workflow(
     with _user_errors("run_workflow"):
         request = runner.prepare(workflow, inputs, model=model, no_cache=no_cache, budget=budget_usd)
         await _prepare_engine()
+        await _note_run(request)
         report = await runner.run(request)
         return _jsonable(report)
 

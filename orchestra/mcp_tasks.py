@@ -16,7 +16,8 @@ meaning of the `orchestra tasks|projects` commands, and the run operations the C
 | ``cancel_run(flow_run_id)`` | ``orchestra tasks cancel`` for a task's run |
 | ``rerun(flow_run_id, model, budget_usd)`` | ``orchestra rerun --json`` (waits) |
 
-Every change is made as the actor ``mcp``. A mistake is a tool error (``isError``)
+Every change is made as ``orchestra.access.mcp_actor()`` (the machine's user, an owner,
+via ``mcp``): role-checked and audited like the CLI's. A mistake is a tool error (``isError``)
 naming the task, project, workflow or input; nothing is written then.
 """
 
@@ -30,9 +31,14 @@ from pydantic import Field
 
 from orchestra.mcp_common import READ_ONLY, WRITES, jsonable, prepare_engine, tool, user_errors
 
-ACTOR = "mcp"
 RUNS = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True)
 CANCELS = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+
+def _actor():
+    from orchestra.access import mcp_actor
+
+    return mcp_actor()
+
 
 TaskId = Annotated[int, Field(ge=1, description="A task's id (from create_task or list_tasks)")]
 ProjectArg = Annotated[str, Field(description="A project's name (or id)")]
@@ -61,7 +67,7 @@ async def create_project(
 ) -> dict[str, Any]:
     """Create a project (what `orchestra projects add` does): {id, name, description, tasks, progress, ...}."""
     with user_errors("create_project"):
-        return await _sync(_tasks().add_project, name, description, actor=ACTOR)
+        return await _sync(_tasks().add_project, name, description, actor=_actor())
 
 
 @tool(title="The projects", annotations=READ_ONLY)
@@ -95,7 +101,7 @@ async def create_task(
     An unknown project, parent, dependency or workflow, inputs that do not match the workflow, or a
     dependency cycle is a tool error, and nothing is written."""
     with user_errors("create_task"):
-        return await _sync(_tasks().add_task, title, actor=ACTOR, project=project, parent=parent, workflow=workflow,
+        return await _sync(_tasks().add_task, title, actor=_actor(), project=project, parent=parent, workflow=workflow,
                            inputs=inputs or None, assignee=assignee, description=description, labels=labels,
                            depends_on=depends_on)
 
@@ -122,7 +128,7 @@ async def update_task(
     if parent is not None:
         changes["parent"] = parent or None
     with user_errors("update_task"):
-        return await _sync(_tasks().update_task, task_id, actor=ACTOR, **changes)
+        return await _sync(_tasks().update_task, task_id, actor=_actor(), **changes)
 
 
 @tool(title="The tasks", annotations=READ_ONLY)
@@ -154,7 +160,7 @@ async def create_workflow_from_task(task_id: TaskId) -> dict[str, Any]:
     that stays invalid is a tool error listing the validator's errors (the task stays todo, the errors
     are kept in get_task's plan)."""
     with user_errors("create_workflow_from_task"):
-        return jsonable(await _tasks().plan_task(task_id, actor=ACTOR))
+        return jsonable(await _tasks().plan_task(task_id, actor=_actor()))
 
 
 @tool(title="Execute a task's workflow", annotations=RUNS)
@@ -164,7 +170,7 @@ async def execute_task_workflow(task_id: TaskId) -> dict[str, Any]:
     is a tool error."""
     with user_errors("execute_task_workflow"):
         await prepare_engine()
-        return jsonable(await _tasks().execute_task(task_id, actor=ACTOR))
+        return jsonable(await _tasks().execute_task(task_id, actor=_actor()))
 
 
 @tool(title="A workflow run's status", annotations=READ_ONLY)
@@ -187,7 +193,7 @@ async def create_workflows_for_project(project: ProjectArg) -> dict[str, Any]:
     (`orchestra projects plan`): {project, tasks: [{task_id, source, workflow, ok, errors}]}; a task
     whose planner answer stays invalid is listed with its errors, the others are planned."""
     with user_errors("create_workflows_for_project"):
-        return jsonable(await _tasks().plan_project(project, actor=ACTOR))
+        return jsonable(await _tasks().plan_project(project, actor=_actor()))
 
 
 @tool(title="Execute a project's workflows", annotations=RUNS)
@@ -204,7 +210,7 @@ async def execute_workflows_for_project(
         await prepare_engine()
         from orchestra.task_flow import start_project
 
-        return jsonable(await start_project(project, actor=ACTOR, limit=limit))
+        return jsonable(await start_project(project, actor=_actor(), limit=limit))
 
 
 # --------------------------------------------------------------------------- run operations
@@ -222,20 +228,25 @@ async def approve_run(
     with user_errors("approve_run"):
         await prepare_engine()
         from flows.steps.approval import answer
+        from orchestra import access
 
-        await answer(flow_run_id.strip(), approved=approve, reason=reason)
-        return {"flow_run_id": flow_run_id.strip(), "approved": approve, "reason": reason}
+        run_id, who = flow_run_id.strip(), _actor()
+        await anyio.to_thread.run_sync(lambda: access.require(who, "run.approve", run_id))
+        await answer(run_id, approved=approve, reason=reason)
+        await anyio.to_thread.run_sync(lambda: access.audit(who, "run.approve", run_id, after={
+            "approved": approve, "reason": reason or None}))
+        return {"flow_run_id": run_id, "approved": approve, "reason": reason}
 
 
 @tool(title="Cancel a run", annotations=CANCELS)
 async def cancel_run(flow_run_id: FlowRunId) -> dict[str, Any]:
     """Ask Prefect to cancel a flow run: its state becomes CANCELLING on the Prefect API (a finished
-    run is left as it is), and the task it executes, if running, is cancelled. What stops the run's
-    process is its executor (a worker or runner); this tool guarantees the state, not the stop.
-    Returns {flow_run_id, state, previous, task_id}."""
+    run is left as it is) and the run's own watcher stops it within seconds (it ends CANCELLED with
+    what it spent); the task it executes, if running, is cancelled. Returns {flow_run_id, state,
+    previous, task_id}."""
     with user_errors("cancel_run"):
         await prepare_engine()
-        return jsonable(await _tasks().cancel_run(flow_run_id, actor=ACTOR))
+        return jsonable(await _tasks().cancel_run(flow_run_id, actor=_actor()))
 
 
 @tool(title="Run a recorded run again", annotations=RUNS)
@@ -252,4 +263,7 @@ async def rerun(
         request = await anyio.to_thread.run_sync(lambda: runs.rerun_request(flow_run_id.strip(), model=model,
                                                                             budget=budget_usd))
         await prepare_engine()
+        from orchestra import access, actions
+
+        await anyio.to_thread.run_sync(lambda: actions.note_run(access.mcp_actor(), request))
         return jsonable(await runs.run(request))

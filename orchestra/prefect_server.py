@@ -7,8 +7,11 @@ is unset, `orchestra` starts `prefect server start` on loopback once, in the
 background, with its home in `$ORCHESTRA_HOME/prefect`, and every later command
 reuses it. It stops by itself after the `server_idle_minutes` setting (`ORCHESTRA_SERVER_IDLE_MINUTES`, default 60)
 without an Orchestra command, or with `orchestra server stop`. The UI is at the
-server's address. While it runs, its supervisor also runs Orchestra's reaper every 15 s
-(runs whose process died end CRASHED: `orchestra.reaper`). `ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
+server's address, and it is served with that address as its API URL
+(``PREFECT_SERVER_UI_API_URL``), so its pages, and the dashboard's links to them, work on
+whatever port the server took. While it runs, its supervisor also runs Orchestra's reaper
+every 15 s (runs whose process died end CRASHED: `orchestra.reaper`).
+`ORCHESTRA_PREFECT=ephemeral` keeps Prefect's own ephemeral mode.
 """
 
 from __future__ import annotations
@@ -196,6 +199,14 @@ def _supervise(port: int) -> int:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "results"))
     env["PREFECT__SERVER_FINAL"] = "1"
+    # The UI asks its API at the address it was served with: this server's real one,
+    # whatever port it took (Prefect's default would be 127.0.0.1:4200, a dead or a
+    # different server whenever 4200 was busy or ORCHESTRA_SERVER_PORT moved it).
+    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    env["PREFECT_SERVER_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_URL"] = f"http://127.0.0.1:{port}"
+    env.pop("PREFECT_UI_API_URL", None)  # an inherited value would win over the line above
     child = subprocess.Popen(server_command(port), env=env, stdin=subprocess.DEVNULL)
     stopping = False
 

@@ -160,7 +160,7 @@ async def start_flow(flow_fn: Any, parameters: dict[str, Any], *, entrypoint: st
     return str(flow_run.id)
 
 
-async def cancel(flow_run_id: str) -> dict[str, Any]:
+async def cancel(flow_run_id: str, *, by: str | None = None) -> dict[str, Any]:
     """Ask Prefect to cancel a flow run: its state becomes CANCELLING on the API and the
     run's own watcher (``flows.supervision``) or its worker stops it within seconds; a
     final run is left as it is (then ``state == previous``). ValueError naming the run
@@ -183,6 +183,7 @@ async def cancel(flow_run_id: str) -> dict[str, Any]:
         previous = run.state.type.value if run.state else None
         if run.state is not None and run.state.is_final():
             return {"flow_run_id": str(run_id), "state": previous, "previous": previous}
-        result = await client.set_flow_run_state(run_id, Cancelling(message="cancelled by request"), force=True)
+        result = await client.set_flow_run_state(run_id, Cancelling(message=f"cancelled by {by or 'request'}"),
+                                                 force=True)
     return {"flow_run_id": str(run_id), "state": result.state.type.value if result.state else "CANCELLING",
             "previous": previous}

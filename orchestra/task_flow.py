@@ -31,7 +31,7 @@ async def execute_project(project: str, limit: int, actor: str) -> dict[str, Any
     return await tasks.run_project(project, actor=actor, limit=limit)
 
 
-async def start_project(project: str | int, *, actor: str, limit: int | None = None) -> dict[str, Any]:
+async def start_project(project: str | int, *, actor: Any, limit: int | None = None) -> dict[str, Any]:
     """``execute_workflows_for_project``: start the project's execution in the background;
     at once {project, flow_run_id, limit, ready: [task ids], waiting: {task_id: [open
     tasks]}} (flow_run_id None when no task is ready). TaskError for an unknown project
@@ -48,7 +48,19 @@ async def start_project(project: str | int, *, actor: str, limit: int | None = N
     if not ready:
         return found
     await anyio.to_thread.run_sync(tasks.ensure_prefect)
-    found["flow_run_id"] = await runs.start_flow(
-        execute_project, {"project": p["name"], "limit": limit, "actor": actor}, entrypoint=ENTRYPOINT,
-        tags=[f"orchestra-project:{p['name']}"])
+
+    async def start() -> str:  # the execution acts for the person who started it, by name
+        return await runs.start_flow(
+            execute_project, {"project": p["name"], "limit": limit, "actor": getattr(actor, "name", actor)},
+            entrypoint=ENTRYPOINT, tags=[f"orchestra-project:{p['name']}"])
+
+    from orchestra import access
+
+    if isinstance(actor, access.Actor):  # checked and audited as the person's
+        access.require(actor, "project.execute", f"project:{p['name']}")
+        found["flow_run_id"] = await start()
+        await anyio.to_thread.run_sync(lambda: access.audit(actor, "project.execute", f"project:{p['name']}",
+                                                            after={"flow_run_id": found["flow_run_id"]}))
+    else:
+        found["flow_run_id"] = await start()
     return found

@@ -1,16 +1,18 @@
 """Tasks and projects: work items that become workflow runs (`orchestra tasks|projects`,
 the MCP task tools, the dashboard's Tasks page: all of them call these functions).
 
-    add_project("acme", actor="cli")
-    t = add_task("Add login to the app", project="acme", actor="cli")           # a dict, as get_task returns
-    await plan_task(t["id"], actor="cli")          # its workflow: named, written by the planner, or `task`
-    await execute_task(t["id"], actor="cli")       # {task_id, flow_run_id}: started, not waited for
+    me = access.cli_actor()                        # or the dashboard's user, access.mcp_actor()
+    add_project("acme", actor=me)
+    t = add_task("Add login to the app", project="acme", actor=me)           # a dict, as get_task returns
+    await plan_task(t["id"], actor=me)             # its workflow: named, written by the planner, or `task`
+    await execute_task(t["id"], actor=me)          # {task_id, flow_run_id}: started, not waited for
     get_task(t["id"])                              # status, progress, runs, history
 
-**Writes.** Every write of a project or a task goes through :func:`write` (the actor
-named: ``cli``, ``mcp``, ``dashboard``, or ``orchestra`` for changes that follow a
-run), which hands it to the ledger's write path (``ledger.store.Store``): one
-transaction per change, one ``task_history`` row per changed field.
+**Writes.** Every write of a project or a task goes through :func:`write` (the actor:
+an ``orchestra.access.Actor`` — the CLI's, the MCP server's, the dashboard's user —
+checked and audited by ``access.perform``; or a name, ``orchestra`` for changes that
+follow a run), which hands it to the ledger's write path (``ledger.store.Store``): one
+transaction per change, one ``task_history`` row per changed field, under the actor's name.
 
 **Status** (``core.tasks``) follows the task's latest run: a run that is going makes it
 ``running``; a completed run makes it ``done``, or ``blocked`` while it has open
@@ -80,16 +82,43 @@ def _store():
 # --------------------------------------------------------------------------- the one door of every write
 
 
-def write(actor: str, action: str, target: str, change: Callable[[Any], T]) -> T:
+def write(actor: Any, action: str, target: str, change: Callable[[Any], T]) -> T:
     """Make one change of a project or a task: ``change(store)`` with the ledger's Store.
 
     Every write of this module comes here, with who makes it (``actor``), what it is
     (``action``: ``project.create``, ``task.create``, ``task.update``, ``task.plan``,
     ``task.execute``, ``task.cancel``, ``task.follow``) and what it touches (``target``:
-    ``project:<name>``, ``task:<id>``). It is the place where access control goes."""
+    ``project:<name>``, ``task:<id>``). A person (an ``orchestra.access.Actor``: the CLI's,
+    the MCP server's, the dashboard's logged-in user) goes through ``access.perform``: the
+    role is checked and the change audited. A name alone is Orchestra itself: ``SYSTEM``
+    (a status that follows a run) or a project's execution acting for the person who
+    started it (whose start was checked and audited)."""
+    from orchestra import access
+
+    if isinstance(actor, access.Actor):
+        return access.perform(actor, action, target, lambda: change(_store()))
     if not isinstance(actor, str) or not actor.strip():
         raise TaskError("actor: name who makes the change (e.g. cli, mcp, dashboard)")
     return change(_store())
+
+
+async def _cancel_flow_run(actor: Any, flow_run_id: str) -> dict[str, Any]:
+    """``runs.cancel``; for a person through ``access.perform`` (``run.cancel``, audited)."""
+    import anyio
+
+    from orchestra import access
+
+    if not isinstance(actor, access.Actor):
+        return await runs.cancel(flow_run_id)
+    access.require(actor, "run.cancel", flow_run_id)
+    result = await runs.cancel(flow_run_id, by=actor.name)
+    await anyio.to_thread.run_sync(lambda: access.audit(actor, "run.cancel", flow_run_id, after=result))
+    return result
+
+
+def _name(actor: Any) -> str:
+    """The name a task's history records for ``actor`` (an Actor or a name)."""
+    return getattr(actor, "name", actor)
 
 
 # --------------------------------------------------------------------------- projects
@@ -105,7 +134,7 @@ def _project(key: str | int) -> dict[str, Any]:
     return found
 
 
-def add_project(name: str, description: str | None = None, *, actor: str) -> dict[str, Any]:
+def add_project(name: str, description: str | None = None, *, actor: Any) -> dict[str, Any]:
     """A new project; TaskError when the name is taken or not usable."""
     from ledger import queries
 
@@ -438,7 +467,7 @@ def _check_links(task_id: int | None, project_id: int | None, parent: int | None
                             "dependencies are tasks of the same project")
 
 
-def add_task(title: str, *, actor: str, project: str | int | None = None, parent: Any = None,
+def add_task(title: str, *, actor: Any, project: str | int | None = None, parent: Any = None,
              workflow: Any = None, inputs: dict[str, Any] | None = None, assignee: str | None = None,
              description: str | None = None, labels: Iterable[str] = (), depends_on: Iterable[Any] = ()
              ) -> dict[str, Any]:
@@ -473,11 +502,11 @@ def add_task(title: str, *, actor: str, project: str | int | None = None, parent
         ref, definition, given = _workflow(workflow, inputs, title, description)
         values.update(workflow=ref, definition=definition, inputs=given or None,
                       plan={"source": "given" if definition else "workflow"})
-    task_id = write(actor, "task.create", "task:new", lambda s: s.create_task(values, actor=actor))
+    task_id = write(actor, "task.create", "task:new", lambda s: s.create_task(values, actor=_name(actor)))
     return get_task(task_id)
 
 
-def update_task(task_id: Any, *, actor: str, title: str = _UNSET, description: str | None = _UNSET,
+def update_task(task_id: Any, *, actor: Any, title: str = _UNSET, description: str | None = _UNSET,
                 assignee: str | None = _UNSET, labels: Iterable[str] = _UNSET, parent: Any = _UNSET,
                 depends_on: Iterable[Any] = _UNSET, workflow: Any = _UNSET,
                 inputs: dict[str, Any] | None = _UNSET) -> dict[str, Any]:
@@ -524,7 +553,7 @@ def update_task(task_id: Any, *, actor: str, title: str = _UNSET, description: s
                            plan={"source": "given" if definition else "workflow"})
     if changes:
         write(actor, "task.update", f"task:{task['id']}",
-              lambda s: s.update_task(task["id"], changes, actor=actor))
+              lambda s: s.update_task(task["id"], changes, actor=_name(actor)))
     return get_task(task["id"])
 
 
@@ -561,7 +590,7 @@ def shown_workflow(task_id: Any) -> dict[str, Any]:
     return _planned(task, (task["plan"] or {}).get("source") or "workflow")
 
 
-async def plan_task(task_id: Any, *, actor: str) -> dict[str, Any]:
+async def plan_task(task_id: Any, *, actor: Any) -> dict[str, Any]:
     """``create_workflow_from_task``: the task's workflow, written now when it names none.
 
     A task that names a workflow keeps it. Otherwise the planner writes one (validated,
@@ -587,7 +616,7 @@ async def plan_task(task_id: Any, *, actor: str) -> dict[str, Any]:
         changes = {"workflow": DEFAULT_WORKFLOW, "definition": None, "inputs": None,
                    "plan": {"source": "default", "reason": "no planner configured (ORCHESTRA_PLANNER, "
                                                            "agents/planner.yaml)"}}
-        write(actor, "task.plan", target, lambda s: s.update_task(task["id"], changes, actor=actor,
+        write(actor, "task.plan", target, lambda s: s.update_task(task["id"], changes, actor=_name(actor),
                                                                  reason="the shipped task workflow"))
         return _planned(_task(task["id"]), "default")
     context = _context(task)
@@ -595,17 +624,17 @@ async def plan_task(task_id: Any, *, actor: str) -> dict[str, Any]:
         plan = await planning.write_workflow(agent, task, context)
     except planning.PlannerError as exc:
         record = {"source": "planner", "agent": agent.name, "model": agent.model, "ok": False, "errors": [str(exc)]}
-        write(actor, "task.plan", target, lambda s: s.update_task(task["id"], {"plan": record}, actor=actor,
+        write(actor, "task.plan", target, lambda s: s.update_task(task["id"], {"plan": record}, actor=_name(actor),
                                                                  reason="the planner could not be asked"))
         raise
     if plan.definition is None:
         write(actor, "task.plan", target, lambda s: s.update_task(
-            task["id"], {"plan": plan.record()}, actor=actor, reason="the planner's workflow is invalid"))
+            task["id"], {"plan": plan.record()}, actor=_name(actor), reason="the planner's workflow is invalid"))
         raise TaskError(f"task {task['id']}: the planner's workflow is still invalid after one repair round "
                         f"(the task stays {task['status']}; `orchestra tasks show {task['id']}` keeps the errors):"
                         + "".join(f"\n  - {e}" for e in plan.errors))
     changes = {"workflow": None, "definition": plan.definition, "inputs": None, "plan": plan.record()}
-    write(actor, "task.plan", target, lambda s: s.update_task(task["id"], changes, actor=actor,
+    write(actor, "task.plan", target, lambda s: s.update_task(task["id"], changes, actor=_name(actor),
                                                              reason=f"written by the planner ({plan.model})"))
     return _planned(_task(task["id"]), "planner")
 
@@ -623,7 +652,7 @@ def _context(task: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
-async def plan_project(project: str | int, *, actor: str) -> dict[str, Any]:
+async def plan_project(project: str | int, *, actor: Any) -> dict[str, Any]:
     """``create_workflows_for_project``: plan every task of the project that has no
     workflow yet (those that name one keep it). {project, tasks: [{task_id, source,
     workflow, ok, errors}]}; one task's invalid plan does not stop the others."""
@@ -672,7 +701,7 @@ def ensure_prefect() -> None:
                         "ORCHESTRA_PREFECT=ephemeral (Orchestra's local server) or set PREFECT_API_URL")
 
 
-async def execute_task(task_id: Any, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+async def execute_task(task_id: Any, *, actor: Any, reason: str | None = None) -> dict[str, Any]:
     """``execute_task_workflow``: start the task's workflow (planned first when it has
     none) as a flow run in the background; {task_id, flow_run_id} at once. TaskError when
     the task is running (or blocked), its workflow or inputs do not hold any more, or its
@@ -701,7 +730,7 @@ async def execute_task(task_id: Any, *, actor: str, reason: str | None = None) -
     def claim(flow_run_id: str) -> None:
         try:
             write(actor, "task.execute", f"task:{task['id']}", lambda s: s.update_task(
-                task["id"], {"status": "running"}, actor=actor, expect_status=[before], add_run=flow_run_id,
+                task["id"], {"status": "running"}, actor=_name(actor), expect_status=[before], add_run=flow_run_id,
                 reason=f"flow run {flow_run_id} of {request.wf.name}" + (f" ({reason})" if reason else "")))
         except TaskConflict as exc:
             raise TaskError(f"task {task['id']} is {exc.status} now (another request started it meanwhile)") from None
@@ -745,7 +774,7 @@ async def wait_for_task(task_id: Any, flow_run_id: str, *, check_every: int = 10
                 return task
 
 
-async def cancel_task(task_id: Any, *, actor: str) -> dict[str, Any]:
+async def cancel_task(task_id: Any, *, actor: Any) -> dict[str, Any]:
     """Cancel a task: its running flow run is asked to cancel (CANCELLING on the Prefect
     API), and the task is ``cancelled`` (it stays so: a run that ends later does not
     change it). TaskError for a task that is done or cancelled already."""
@@ -758,24 +787,24 @@ async def cancel_task(task_id: Any, *, actor: str) -> dict[str, Any]:
     task = next(r for r in rows if r["id"] == task["id"])
     if task["status"] in ("done", "cancelled"):
         raise TaskError(f"task {task['id']} is {task['status']} already: nothing to cancel")
-    reason = f"cancelled by {actor}"
+    reason = f"cancelled by {_name(actor)}"
     run = task["last_run"]["flow_run_id"] if task["status"] == "running" and task["last_run"] else None
     if run is not None:
         await anyio.to_thread.run_sync(ensure_prefect)
         try:
-            cancelled = await runs.cancel(run)
+            cancelled = await _cancel_flow_run(actor, run)
             reason += f"; flow run {run} {cancelled['state']}"
         except ValueError as exc:  # the run is not on this Prefect server: the task is cancelled all the same
             reason += f"; flow run {run}: {exc}"
     try:
         write(actor, "task.cancel", f"task:{task['id']}", lambda s: s.update_task(
-            task["id"], {"status": "cancelled"}, actor=actor, reason=reason, expect_status=[task["status"]]))
+            task["id"], {"status": "cancelled"}, actor=_name(actor), reason=reason, expect_status=[task["status"]]))
     except TaskConflict as exc:
         raise TaskError(f"task {task['id']} is {exc.status} now (it changed meanwhile); try again") from None
     return get_task(task["id"])
 
 
-async def cancel_run(flow_run_id: str, *, actor: str) -> dict[str, Any]:
+async def cancel_run(flow_run_id: str, *, actor: Any) -> dict[str, Any]:
     """``cancel_run``: ask Prefect to cancel a flow run (CANCELLING); when it executes a
     running task, that task is cancelled too. {flow_run_id, state, previous, task_id}."""
     import anyio
@@ -785,7 +814,7 @@ async def cancel_run(flow_run_id: str, *, actor: str) -> dict[str, Any]:
     flow_run_id = str(flow_run_id).strip()
     task_id = queries.task_of_run(_store(), flow_run_id)
     await anyio.to_thread.run_sync(ensure_prefect)
-    cancelled = await runs.cancel(flow_run_id)
+    cancelled = await _cancel_flow_run(actor, flow_run_id)
     if task_id is not None:
         task = _task(task_id)
         if task["status"] == "running" and (task["last_run"] or {}).get("flow_run_id") == flow_run_id:
@@ -793,8 +822,8 @@ async def cancel_run(flow_run_id: str, *, actor: str) -> dict[str, Any]:
 
             try:
                 write(actor, "task.cancel", f"task:{task_id}", lambda s: s.update_task(
-                    task_id, {"status": "cancelled"}, actor=actor, expect_status=["running"],
-                    reason=f"cancelled by {actor}; flow run {flow_run_id} {cancelled['state']}"))
+                    task_id, {"status": "cancelled"}, actor=_name(actor), expect_status=["running"],
+                    reason=f"cancelled by {_name(actor)}; flow run {flow_run_id} {cancelled['state']}"))
             except TaskConflict:  # it finished meanwhile: its status follows the run
                 pass
     return {**cancelled, "task_id": task_id}

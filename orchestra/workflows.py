@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.redact import redact_data
 from flows.spec import Workflow, WorkflowError, coerce_inputs, load_workflow, parse_text, parse_workflow

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from dashboard import data as dd
 from dashboard import ui
 
 st.title("Overview")
@@ -13,7 +14,7 @@ if k["all"]["runs"] == 0 and k["all"]["calls"] == 0:
 
 recent, total = k["recent"], k["all"]
 st.caption(f"Last {k['days']} days · all-time figures underneath")
-cols = st.columns(5)
+cols = st.columns([0.9, 1, 1.25, 1, 0.9])  # room for a cost like "$0.000478" at 1440 px
 for col, label, now_value, all_value, help_ in (
     (cols[0], "Runs", ui.count(recent["runs"]), ui.count(total["runs"]),
      "Workflow runs started (RUNNING ones included)."),
@@ -21,14 +22,16 @@ for col, label, now_value, all_value, help_ in (
      "COMPLETED runs out of finished runs (COMPLETED, FAILED, CRASHED, CANCELLED)."),
     (cols[2], "Cost", ui.money(recent["cost_usd"]), ui.money(total["cost_usd"]),
      "Priced provider calls; unpriced models count as $0 (see Costs)."),
-    (cols[3], "Calls", ui.count(recent["calls"]), ui.count(total["calls"]),
-     "Provider attempts, failed attempts and cache hits included."),
+    (cols[3], "Provider calls", ui.count(recent["provider_calls"]), ui.count(total["provider_calls"]),
+     "Requests sent to a provider, failed attempts included; cache hits are not calls (counted apart)."),
     (cols[4], "Tokens", ui.count(recent["tokens"]), ui.count(total["tokens"]),
      "Input + output tokens."),
 ):
     with col:
         st.metric(label, now_value, help=help_, border=True)
-        st.caption(f"All time: **{all_value}**")
+        st.caption(f"All time: **{all_value}**"
+                   + (f" · {ui.count(total['cache_hits'])} cached" if label == "Provider calls" and
+                      total["cache_hits"] else ""))
 
 running = total["running"]
 if running:
@@ -62,5 +65,5 @@ with right:
     st.page_link("views/runs.py", label="All runs and their steps", icon=":material/list_alt:")
 
 st.subheader("Recent runs")
-ui.table(runs, ["started", "workflow", "state", "duration_s", "calls", "tokens", "cost_usd", "error",
-                "flow_run_id"])
+ui.table(dd.with_links(runs), ["started", "workflow", "state", "duration_s", "calls", "tokens", "cost_usd", "link",
+                               "error"], key="overview_runs")

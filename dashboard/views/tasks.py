@@ -1,10 +1,12 @@
 """Tasks: projects with their progress, a project's task tree (status, assignee, progress),
-one task's workflow, runs and history, and buttons to plan and execute it (the task
-service, as `orchestra tasks plan|execute` calls it, actor ``dashboard``)."""
+one task's workflow, runs and history, and buttons to plan and execute it (members and
+above: the task service, as `orchestra tasks plan|execute` calls it, as the logged-in user)."""
 
 import streamlit as st
 
+from dashboard import auth
 from dashboard import tasks_data as td
+from orchestra import access
 
 STATUS = {"todo": "gray", "running": "blue", "done": "green", "failed": "red", "blocked": "orange",
           "cancelled": "gray"}
@@ -61,15 +63,18 @@ st.divider()
 head, plan_col, run_col = st.columns([4, 1, 1], vertical_alignment="center")
 head.subheader(f"#{task['id']} {task['title']} {badge(task['status'])}")
 running = task["status"] == "running"
-if plan_col.button("Plan", key="tasks_plan", icon=":material/account_tree:", width="stretch",
-                   disabled=running, help="Create the task's workflow (the planner, or the shipped task workflow)"):
-    ok, text = td.plan(task["id"])
+who = auth.actor()
+if access.allowed(who, "task.plan") and plan_col.button(
+        "Plan", key="tasks_plan", icon=":material/account_tree:", width="stretch", disabled=running,
+        help="Create the task's workflow (the planner, or the shipped task workflow)"):
+    ok, text = td.plan(task["id"], who)
     st.session_state["tasks_notice"] = [("ok" if ok else "error", text)]
     st.rerun()
-if run_col.button("Execute", key="tasks_execute", icon=":material/play_arrow:", width="stretch", type="primary",
-                  disabled=running or task["status"] == "blocked", help="Run its workflow in the background"):
+if access.allowed(who, "task.execute") and run_col.button(
+        "Execute", key="tasks_execute", icon=":material/play_arrow:", width="stretch", type="primary",
+        disabled=running or task["status"] == "blocked", help="Run its workflow in the background"):
     with st.spinner("Starting the run…"):
-        ok, text = td.execute(task["id"])
+        ok, text = td.execute(task["id"], who)
     st.session_state["tasks_notice"] = [("ok" if ok else "error", text)]
     st.rerun()
 

@@ -2,8 +2,9 @@
 
 ``run``, ``rerun``, ``validate``, ``graph`` (orchestra.cli.run); ``runs``, ``costs``,
 ``failed`` (orchestra.cli.ledger); ``agents`` (orchestra.cli.agents); ``tasks``, ``projects``
-(orchestra.cli.tasks); ``approve``,
-``limits``, ``server``, ``dashboard``, ``mcp`` (orchestra.cli.ops). Exit codes: 0
+(orchestra.cli.tasks); ``approve``, ``cancel``,
+``limits``, ``server``, ``dashboard``, ``mcp`` (orchestra.cli.ops); ``users``, ``audit``
+(orchestra.cli.access). Exit codes: 0
 completed, 1 a run failed, 2 invalid input; errors print one line, never a traceback.
 Heavy imports (Prefect, the SDKs) happen inside the commands that need them.
 """
@@ -15,12 +16,12 @@ import sys
 import typer
 from rich.markup import escape
 
-from orchestra.cli import agents, ledger, ops, run, tasks
+from orchestra.cli import access, agents, ledger, ops, run, tasks
 from orchestra.cli.common import Exit, err, error_object, print_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run AI-agent workflows as Prefect flows, with a cost ledger.")
-for _module in (run, ledger, agents, tasks, ops):
+for _module in (run, ledger, agents, tasks, ops, access):
     _module.register(app)
 
 

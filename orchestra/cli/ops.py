@@ -46,10 +46,11 @@ def approve(
     runtime.configure(quiet_console=True)
     if _known_prefect() is None:
         raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
-    from flows.steps.approval import answer
+    from orchestra import actions
+    from orchestra.access import cli_actor
 
     try:
-        asyncio.run(answer(run_id, approved=not reject, reason=reason))
+        actions.answer_approval(cli_actor(), run_id, approved=not reject, reason=reason)
     except ValueError as exc:
         raise fail(str(exc)) from None
     out.print(f"{'rejected' if reject else 'approved'}: flow run {run_id}" + (f" ({reason})" if reason else ""),
@@ -59,13 +60,13 @@ def approve(
 def cancel(run_id: str = typer.Argument(..., help="The flow run to cancel (orchestra runs)")) -> None:
     """Cancel a running flow run (local or on a worker): it stops within seconds and ends
     CANCELLED in Prefect and in the ledger, with what it spent so far."""
-    from orchestra import runs, runtime
+    from orchestra import access, actions, runtime
 
     runtime.configure(quiet_console=True)
     if _known_prefect() is None:
         raise fail("no Prefect server: set PREFECT_API_URL, or start one with `orchestra server start`")
     try:
-        result = asyncio.run(runs.cancel(run_id))
+        result = actions.cancel_run(access.cli_actor(), run_id)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if result["state"] == result["previous"] and result["state"] != "CANCELLING":
@@ -81,18 +82,19 @@ def limits_set(
 ) -> None:
     """Set a provider's limits (kept in the ledger; mirrored to Prefect global
     concurrency limits when a Prefect server is configured)."""
-    from agents.providers import PROVIDERS
+    from orchestra import actions
+    from orchestra.access import cli_actor
 
-    if provider not in PROVIDERS:
-        raise fail(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
     if clear:
         concurrency = rpm = None
     elif concurrency is None and rpm is None:
         raise fail("give --concurrency and/or --rpm (or --clear)")
     store = ledger()
-    store.set_limit(provider, concurrency=concurrency, rpm=rpm)
+    try:
+        row = actions.set_limit(cli_actor(), provider, concurrency=concurrency, rpm=rpm, store=store)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     synced = _sync_prefect(store, provider)
-    row = next((r for r in store.list_limits() if r["provider"] == provider), None)
     what = "cleared" if row is None else f"concurrency {row['concurrency'] or '-'}, rpm {row['rpm'] or '-'}"
     out.print(f"{provider}: {what}" + (f" (Prefect global concurrency limits on {synced})" if synced else
                                       " (local limiter: no Prefect server configured)"), markup=False)
@@ -160,16 +162,22 @@ def server_stop() -> None:
 
 def dashboard(
     port: int = typer.Option(8501, "--port"),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback only until login lands)"),
+    host: str = typer.Option("127.0.0.1", "--host",
+                             help="Address to listen on; a non-loopback one needs a user (`orchestra users add`)"),
 ) -> None:
-    """Open the Streamlit dashboard (streamlit run dashboard/app.py) on 127.0.0.1."""
+    """Open the Streamlit dashboard (streamlit run dashboard/app.py), on 127.0.0.1 by default.
+
+    With users in the ledger everyone logs in; before the first user exists the
+    dashboard is the machine user's own (the owner) and listens on loopback only."""
     import subprocess
 
     from orchestra.runtime import is_loopback
+    from orchestra.users import any_users
 
-    if not is_loopback(host):
-        raise fail(f"--host {host}: the dashboard has no login yet and can edit agents, "
-                   "so it only listens on a loopback address (127.0.0.1, ::1, localhost)")
+    if not is_loopback(host) and not any_users(store=ledger()):
+        raise fail(f"--host {host}: no dashboard user exists yet, so anyone reaching {host}:{port} would act "
+                   "as the owner; add one first (`orchestra users add NAME --role owner`), or listen on "
+                   "127.0.0.1")
     app_path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
     raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
                                 "--server.address", host,

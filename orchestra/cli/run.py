@@ -88,6 +88,9 @@ def execute(request, live: bool) -> dict:
 
     if problem := no_server_problem(request.wf):  # before anything is written
         raise fail(problem, file=request.wf.source)
+    from orchestra import access, actions
+
+    actions.note_run(access.cli_actor(), request)
     table = LiveTable(request.wf) if live else None
 
     def main() -> dict:

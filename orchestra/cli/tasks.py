@@ -16,9 +16,15 @@ from rich.markup import escape
 
 from orchestra.cli.common import Exit, err, fail, out, parse_pairs, print_json
 
-ACTOR = "cli"
 COLORS = {"todo": "white", "running": "yellow", "done": "green", "failed": "red", "blocked": "magenta",
           "cancelled": "dim"}
+
+
+def _actor():
+    """Who the CLI acts as: the machine's user, the owner (``orchestra.access.cli_actor``)."""
+    from orchestra.access import cli_actor
+
+    return cli_actor()
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +114,7 @@ def add(
     """Add a task (status todo)."""
     from orchestra import tasks
 
-    task = _service(tasks.add_task, title, actor=ACTOR, project=project, parent=parent, workflow=workflow,
+    task = _service(tasks.add_task, title, actor=_actor(), project=project, parent=parent, workflow=workflow,
                     inputs=_inputs(input), assignee=assignee, description=description, labels=label,
                     depends_on=after)
     if as_json:
@@ -237,7 +243,7 @@ def update(
     if not changes:
         raise fail("nothing to change: give --title, --description, --assignee, --label, --parent, --after, "
                    "--workflow or -i")
-    task = _service(tasks.update_task, task_id, actor=ACTOR, **changes)
+    task = _service(tasks.update_task, task_id, actor=_actor(), **changes)
     print_json(task) if as_json else out.print(f"task {task['id']} updated", highlight=False)
 
 
@@ -248,7 +254,7 @@ def plan(
     """Create the task's workflow (the planner, or the shipped `task` workflow) and print it."""
     from orchestra import tasks
 
-    planned = _service(tasks.plan_task, task_id, actor=ACTOR)
+    planned = _service(tasks.plan_task, task_id, actor=_actor())
     if as_json:
         print_json(planned)
         return
@@ -268,14 +274,14 @@ def execute(
     _service(tasks.ensure_prefect)  # before Prefect is imported
     before = _service(tasks.get_task, task_id)
     if before["workflow"] is None and before["definition"] is None:
-        shown = _service(tasks.plan_task, task_id, actor=ACTOR)
+        shown = _service(tasks.plan_task, task_id, actor=_actor())
     else:
         shown = _service(tasks.shown_workflow, task_id)
     if not as_json:
         err.print(f"task {task_id}: workflow [bold]{escape(shown['workflow'] or '')}[/bold] ({shown['source']})",
                   highlight=False)
         out.print(shown["yaml"].rstrip(), markup=False, highlight=False)
-    started = _service(tasks.execute_task, task_id, actor=ACTOR)
+    started = _service(tasks.execute_task, task_id, actor=_actor())
     if not wait:
         print_json(started) if as_json else out.print(
             f"task {task_id}: flow run {started['flow_run_id']} started (`orchestra tasks show {task_id}`)",
@@ -298,7 +304,7 @@ def cancel(task_id: int = typer.Argument(..., help="The task's id")) -> None:
 
     if _service(tasks.get_task, task_id)["status"] == "running":
         _service(tasks.ensure_prefect)  # before Prefect is imported
-    task = _service(tasks.cancel_task, task_id, actor=ACTOR)
+    task = _service(tasks.cancel_task, task_id, actor=_actor())
     why = task["history"][-1]["reason"] if task["history"] else ""
     out.print(f"task {task['id']}: {task['status']} ({escape(why or '')})", highlight=False)
 
@@ -314,7 +320,7 @@ def project_add(
     """Add a project."""
     from orchestra import tasks
 
-    p = _service(tasks.add_project, name, description, actor=ACTOR)
+    p = _service(tasks.add_project, name, description, actor=_actor())
     print_json(p) if as_json else out.print(f"project {escape(p['name'])} added (id {p['id']})", highlight=False)
 
 
@@ -367,7 +373,7 @@ def project_plan(name: str = typer.Argument(..., help="The project's name or id"
     """Create the workflow of every task of the project that has none; exit 2 if one stays invalid."""
     from orchestra import tasks
 
-    planned = _service(tasks.plan_project, name, actor=ACTOR)
+    planned = _service(tasks.plan_project, name, actor=_actor())
     if as_json:
         print_json(planned)
     else:
@@ -406,8 +412,12 @@ def project_execute(
     from core.settings import settings
     from orchestra.task_flow import execute_project
 
-    result = _service(execute_project, str(_service(tasks.get_project, name)["id"]),
-                      limit or settings().project_concurrency, ACTOR)
+    from orchestra import access
+
+    project = _service(tasks.get_project, name)
+    who = _actor()
+    access.perform(who, "project.execute", f"project:{project['name']}", lambda: None)  # this process runs it
+    result = _service(execute_project, str(project["id"]), limit or settings().project_concurrency, who.name)
     if as_json:
         print_json(result)
     else:
@@ -422,7 +432,7 @@ def project_execute(
 async def _start_project(name: str, limit: int | None) -> dict:
     from orchestra.task_flow import start_project
 
-    return await start_project(name, actor=ACTOR, limit=limit)
+    return await start_project(name, actor=_actor(), limit=limit)
 
 
 def _waiting(waiting: dict) -> str:

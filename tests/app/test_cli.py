@@ -156,10 +156,11 @@ def _listening(port: int) -> list[str]:
     return found
 
 
-def test_dashboard_refuses_a_non_loopback_host():
+def test_dashboard_refuses_a_non_loopback_host_while_no_user_exists(tmp_path):
+    env = {**os.environ, "ORCHESTRA_HOME": str(tmp_path), "ORCHESTRA_DB_URL": f"sqlite:///{tmp_path / 'l.db'}"}
     proc = subprocess.run([*ORCHESTRA, "dashboard", "--host", "0.0.0.0"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert_clean_error(proc, 2, "--host 0.0.0.0", "loopback")
+                          text=True, timeout=60, env=env)
+    assert_clean_error(proc, 2, "--host 0.0.0.0", "no dashboard user exists", "orchestra users add")
 
 
 def test_dashboard_listens_on_loopback_by_default(tmp_path):

@@ -258,6 +258,10 @@ def test_limits_set_and_list_mirror_to_prefect(tmp_path, prefect_api):
     assert limits["orchestra-anthropic-rpm"]["slot_decay_per_second"] == pytest.approx(2.0)
     assert_clean_error(orchestra(env, "limits", "set", "mistral", "--rpm", "1"), 2, "unknown provider 'mistral'")
     assert_clean_error(orchestra(env, "limits", "set", "openai"), 2, "--concurrency and/or --rpm")
+    (change,) = json.loads(orchestra(env, "audit", "--json").stdout)  # the owner's change, audited once
+    assert (change["action"], change["target"], change["outcome"], change["via"]) == (
+        "limits.set", "anthropic", "ok", "cli")
+    assert change["before"] is None and change["after"] == {"concurrency": 3, "rpm": 120}
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@ passthrough model, no planner: the shipped `task` workflow)."""
 
 from __future__ import annotations
 
+import getpass
+
 import json
 import socket
 import time
@@ -47,9 +49,13 @@ def test_a_task_from_add_to_done_as_the_readme_shows_it(cli):
     shown = _json(cli("tasks", "show", task_id, "--json"))
     assert (shown["status"], shown["progress"], shown["assignee"], shown["project"]) == ("done", 1.0, "ada", "demo")
     assert [r["state"] for r in shown["runs"]] == ["COMPLETED"] and shown["runs"][0]["workflow"] == "task"
+    me = getpass.getuser()  # the CLI acts as the machine's user (orchestra.access.cli_actor)
     assert [(h["actor"], h["field"], h["new"]) for h in shown["history"]] == [
-        ("cli", "created", "todo"), ("cli", "workflow", "task"), ("cli", "plan", json.dumps(
-            shown["plan"], sort_keys=True)), ("cli", "status", "running"), ("orchestra", "status", "done")]
+        (me, "created", "todo"), (me, "workflow", "task"), (me, "plan", json.dumps(
+            shown["plan"], sort_keys=True)), (me, "status", "running"), ("orchestra", "status", "done")]
+    audited = [(a["actor"], a["via"], a["action"], a["outcome"]) for a in _json(cli("audit", "--json"))]
+    for action in ("task.create", "task.plan", "task.execute"):  # each write of a person is in the audit log
+        assert (me, "cli", action, "ok") in audited, audited
     table = _ok(cli("tasks", "show", task_id))
     assert "done" in table and "history" in table and shown["runs"][0]["flow_run_id"] in table
 
@@ -113,7 +119,7 @@ def test_executing_a_running_task_exits_2_and_cancel(cli):
     assert_clean_error(cli("tasks", "cancel", str(task["id"])), 2, "is done already: nothing to cancel")
 
     todo = _json(cli("tasks", "add", "Not now", "--json"))["id"]
-    assert f"task {todo}: cancelled (cancelled by cli)" in _ok(cli("tasks", "cancel", str(todo)))
+    assert f"task {todo}: cancelled (cancelled by {getpass.getuser()})" in _ok(cli("tasks", "cancel", str(todo)))
 
 
 def test_a_project_executes_its_tasks_in_dependency_order(cli):

@@ -16,6 +16,7 @@ import yaml
 
 from dashboard import data as dd
 from core.calls import ToolCallRecord
+from orchestra.access import Actor
 from ledger.store import CallRecord, Store
 
 UTC = timezone.utc
@@ -311,13 +312,16 @@ def test_breakers_and_latest_health(store):
     assert health["writer"]["status"] == "ok"  # the latest check wins
 
 
+ADMIN = Actor("ada", "admin")
+
+
 def test_save_agent_creates_a_valid_file(agents_folder):
     path = dd.save_agent({
         "name": "tester", "description": "Writes tests.", "model": "anthropic:claude-sonnet-4-0",
         "instruction": "You write tests.\nSmall ones.", "temperature": "0.2", "max_tokens": "800",
         "capabilities": "tests, python", "fallback": ["helper"], "servers": "", "credentials": "",
         "daily_budget_usd": "",
-    }, agents_folder)
+    }, agents_folder, actor=ADMIN)
     assert path == agents_folder / "tester.yaml"
     data = yaml.safe_load(path.read_text())
     assert data == {"description": "Writes tests.", "model": "anthropic:claude-sonnet-4-0",
@@ -346,7 +350,7 @@ def test_save_agent_creates_a_valid_file(agents_folder):
 def test_save_agent_rejects_bad_values_naming_the_field(agents_folder, values, field):
     before = sorted(p.name for p in agents_folder.iterdir())
     with pytest.raises(dd.AgentFormError) as e:
-        dd.save_agent(values, agents_folder)
+        dd.save_agent(values, agents_folder, actor=ADMIN)
     assert field in [f for f, _ in e.value.errors], e.value.errors
     assert str(e.value).startswith(field) or f"; {field}:" in str(e.value)
     assert sorted(p.name for p in agents_folder.iterdir()) == before  # nothing written
@@ -356,11 +360,11 @@ def test_save_agent_rejects_bad_values_naming_the_field(agents_folder, values, f
 
 def test_save_agent_edit_keeps_header_and_refuses_accidental_overwrite(agents_folder):
     with pytest.raises(dd.AgentFormError, match="already exists"):
-        dd.save_agent({"name": "helper", "description": "New"}, agents_folder)
+        dd.save_agent({"name": "helper", "description": "New"}, agents_folder, actor=ADMIN)
     values = dd.agent_form_values("helper", agents_folder)
     assert values["description"] == "Helps." and values["capabilities"] == "general"
     values["model"] = "openai:gpt-4.1-nano"
-    path = dd.save_agent(values, agents_folder, overwrite=True)
+    path = dd.save_agent(values, agents_folder, overwrite=True, actor=ADMIN)
     text = path.read_text()
     assert text.startswith("# The helper: keep this comment.\n")
     assert yaml.safe_load(text) == {"description": "Helps.", "model": "openai:gpt-4.1-nano",
@@ -376,7 +380,7 @@ def test_save_agent_failed_write_leaves_the_old_file(agents_folder, monkeypatch)
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        dd.save_agent({"name": "helper", "description": "Changed"}, agents_folder, overwrite=True)
+        dd.save_agent({"name": "helper", "description": "Changed"}, agents_folder, overwrite=True, actor=ADMIN)
     assert (agents_folder / "helper.yaml").read_text() == original
     assert sorted(p.name for p in agents_folder.iterdir()) == ["coder.yaml", "helper.yaml"]
 
@@ -554,3 +558,11 @@ def test_prefect_status_says_whether_the_api_answers(monkeypatch, tmp_path):
     assert "pw-secret" not in repr(status) and status["ui_url"] == f"http://127.0.0.1:{server.server_port}"
     status = dd.prefect_status()  # the server is gone now
     assert status["reachable"] is False and "cannot be reached" in status["summary"]
+
+
+def test_percent_never_rounds_failures_away():
+    from dashboard.ui import money_tickformat, percent
+
+    assert percent(17_178 / 17_200) == "99.9%" and percent(1.0) == "100%" and percent(0.5) == "50%"
+    assert percent(1 / 17_200) == "0.01%" and percent(0.0) == "0%" and percent(None) == "—"
+    assert money_tickformat([0.0002, 0.0001]) == ",.5f" and money_tickformat([12.0]) == ",.2f"

@@ -5,18 +5,14 @@ the real app in headless Chromium."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import getpass
 import uuid
 from pathlib import Path
 
 import pytest
 
 from orchestra import tasks as T
-from tests.dashboard.test_dashboard import _Tab, _free_port, _wait_http, texts
+from tests.dashboard.test_dashboard import texts
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "dashboard" / "app.py"
@@ -97,7 +93,8 @@ def test_the_plan_button_creates_the_workflow_and_shows_it(tasks):
     assert at.code[0].value.startswith("name: task")
     assert list(at.dataframe[0].value["workflow"])[2] == "task (default)"
     history = at.dataframe[-1].value
-    assert list(history["by"])[:2] == ["dashboard", "dashboard"] and set(history["field"]) >= {"workflow", "plan"}
+    me = getpass.getuser()  # the dashboard on loopback with no user yet: the machine's user, the owner
+    assert list(history["by"])[:2] == [me, me] and set(history["field"]) >= {"workflow", "plan"}
 
 
 def test_a_plan_that_cannot_be_made_is_an_error_and_changes_nothing(tasks, monkeypatch):
@@ -129,7 +126,7 @@ def test_the_execute_button_starts_a_real_run_that_the_page_then_shows(tasks, mo
     assert list(at.dataframe[0].value["status"])[1] == "done"
     assert at.get("progress")[0].proto.text.startswith("**web** · 50% · 2 todo, 1 done")  # the parent's: (1 + 0) / 2
     history = at.dataframe[-1].value
-    assert list(history["by"])[:2] == ["orchestra", "dashboard"] and list(history["to"])[:2] == ["done",
+    assert list(history["by"])[:2] == ["orchestra", getpass.getuser()] and list(history["to"])[:2] == ["done",
                                                                                                 "running"]
 
 
@@ -144,41 +141,16 @@ def test_no_tasks_yet_is_a_friendly_page(tmp_path, monkeypatch):
 
 @pytest.mark.browser
 def test_real_browser_tasks_page(tasks, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (CI installs it: apt-get install chromium)")
-    pytest.importorskip("websockets")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST", "PREFECT_API", "OPENAI_", "ANTHROPIC_"))}
-    env.update(STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    port, debug_port = _free_port(), _free_port()
-    log = (tmp_path / "streamlit.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    browser = None
+    from tests.dashboard.test_browser import serve
+    from tests.support.chromium import browser, chromium_or_skip, stop
+
+    chromium_or_skip()
+    server, base = serve(tmp_path, tmp_path / "ledger.db")
 
     async def drive() -> str:
-        import json
-        import urllib.request
-
-        import websockets
-
-        for _ in range(150):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json", timeout=2) as r:
-                    tabs = json.load(r)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        ws_url = next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"]
-        async with websockets.connect(ws_url, max_size=50_000_000) as ws:
-            tab = _Tab(ws)
-            await tab.call("Page.enable")
-            text = await tab.load(f"http://127.0.0.1:{port}/tasks", ["Projects", "web", "Ship the login page",
-                                                                    "History", "Plan", "Execute"], charts=0)
+        async with browser(tmp_path) as tab:
+            text = await tab.load(base + "/tasks", ["Projects", "web", "Ship the login page",
+                                                    "History", "Plan", "Execute"], charts=0)
             await tab.screenshot(tmp_path / "tasks.png")
             errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
                                   "[data-testid=\"stAlertContentError\"]').length")
@@ -186,23 +158,9 @@ def test_real_browser_tasks_page(tasks, tmp_path):
             return text
 
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, server)
-        browser = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-             f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--remote-debugging-port={debug_port}",
-             "--window-size=1440,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        text = asyncio.run(asyncio.wait_for(drive(), 120))
+        text = asyncio.run(asyncio.wait_for(drive(), 180))
     finally:
-        for proc in (browser, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        log.close()
+        stop(server)
     assert "Traceback" not in text and SECRET not in text
     assert "0% · 3 todo" in text and "ada" in text
     assert (tmp_path / "tasks.png").stat().st_size > 20_000

@@ -97,7 +97,7 @@ def test_migrate_is_idempotent(db_url, monkeypatch):
     s = Store(db_url, auto_migrate=False)
     assert s.current_revisions() is None
     s.migrate()
-    assert s.current_revisions() == head_revisions() == frozenset({"0009"})
+    assert s.current_revisions() == head_revisions() == frozenset({"0010"})
     s.migrate()  # same Store: a no-op
 
     insp = inspect(s.engine)
@@ -149,7 +149,7 @@ def test_concurrent_first_migrations_do_not_collide(db_url):
     for t in threads:
         t.join(60)
     assert errors == []
-    assert all(s.current_revisions() == frozenset({"0009"}) for s in stores)
+    assert all(s.current_revisions() == frozenset({"0010"}) for s in stores)
     for s in stores:
         s.close()
 
@@ -173,7 +173,7 @@ def test_alembic_command_line_works_from_any_cwd(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )
         assert r.returncode == 0, r.stderr
-    assert "0009 (head)" in r.stdout
+    assert "0010 (head)" in r.stdout
     s = Store(url, auto_migrate=False)
     assert s.current_revisions() == head_revisions()
     s.close()

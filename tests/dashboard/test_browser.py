@@ -1,0 +1,145 @@
+"""The real dashboard (``streamlit run``) in headless Chromium at 1440 px: a password login
+(a wrong password first), the Overview's figures, a RUNNING run's page followed live until
+it completes; and a single sign-on through Streamlit's ``st.login`` against the OIDC double."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core.steps import StepState
+from ledger.store import Store
+from orchestra import users
+from orchestra.access import Actor
+from tests.dashboard.test_dashboard_data import SECRET, seed_ledger
+from tests.dashboard.test_run_page import RUN, T0
+from tests.dashboard.test_run_page import seed as seed_run
+from tests.support.chromium import browser, chromium_or_skip, free_port, stop, wait_http
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[2]
+OWNER = Actor("olga", "owner", via="cli")
+PASSWORD = "correct horse battery"
+
+
+def serve(tmp_path: Path, db: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST", "PREFECT_API", "OPENAI_", "ANTHROPIC_", "STREAMLIT_"))}
+    env.update(ORCHESTRA_DB_URL=f"sqlite:///{db}", ORCHESTRA_HOME=str(tmp_path / "home"), ORCHESTRA_LOGIN_DELAY="0",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = (tmp_path / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--client.toolbarMode", "viewer", *extra],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, server)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
+    chromium_or_skip()
+    db = tmp_path / "ledger.db"
+    store = Store(f"sqlite:///{db}")
+    seed_ledger(store)
+    seed_run(store, state="RUNNING")
+    users.add(OWNER, "ada", "admin", PASSWORD, store=store)
+    shots = Path(os.environ.get("ORCHESTRA_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    server, base = serve(tmp_path, db)
+
+    async def drive() -> dict[str, str]:
+        pages: dict[str, str] = {}
+        async with browser(tmp_path) as tab:
+            await tab.load(base + "/", ["User name", "Password"])
+            await tab.type_into("input[aria-label='User name']", "ada")
+            await tab.type_into("input[type='password']", "not the password")
+            await tab.click_button("Log in")
+            pages["refused"] = await tab.wait_for(["wrong user name or password"])
+            await tab.js("document.querySelector(\"input[type='password']\").select()")
+            await tab.type_into("input[type='password']", PASSWORD)
+            await tab.click_button("Log in")
+            pages["overview"] = await tab.wait_for(["Recent runs", "Provider calls", "Latest run:", "ada"],
+                                                   charts=1, timeout=60)
+            await asyncio.sleep(1.0)
+            await tab.screenshot(shots / "overview.png")
+            await tab.js("[...document.querySelectorAll('a')].find(a => a.innerText.trim().endsWith('Runs')).click()")
+            await tab.wait_for(["fan-review", "following live", "DAG", "Timeline"], charts=2, timeout=60)
+            await tab.js("[...document.querySelectorAll('a')].find(a => a.innerText.includes(\"own page\")).click()")
+            pages["running"] = await tab.wait_for(["RUNNING", "following live", "2 / 5"], charts=2, timeout=60)
+            await asyncio.sleep(1.0)
+            await tab.screenshot(shots / "run.png")
+            for name, state in (("fan", "COMPLETED"), ("summary", "COMPLETED"), ("ship", "COMPLETED")):
+                store.record_step(StepState(RUN, name, state, at=T0 + timedelta(seconds=5)))
+            store.finish_run(flow_run_id=RUN, state="COMPLETED", ended=T0 + timedelta(seconds=6))
+            pages["finished"] = await tab.wait_for(["COMPLETED", "5 / 5"], charts=2, timeout=60)  # no reload
+            # a reload (or a link opened in a new tab) keeps the login: the signed session cookie
+            pages["reloaded"] = await tab.load(base + "/costs", ["Costs", "Top model:", "Latency", "Log out"],
+                                               charts=6, timeout=60)
+            assert await tab.click_button("Log out")
+            await tab.wait_for(["User name"])
+            pages["logged out"] = await tab.load(base + "/costs", ["User name", "Password"], timeout=60)
+        return pages
+
+    try:
+        pages = asyncio.run(asyncio.wait_for(drive(), 240))
+    finally:
+        stop(server)
+        store.close()
+    assert "Recent runs" not in pages["refused"]
+    for name, text in pages.items():
+        assert "Traceback" not in text and SECRET not in text and PASSWORD not in text, name
+    assert "following live" not in pages["finished"]
+    assert "User name" not in pages["reloaded"] and "Top model:" not in pages["logged out"]
+    assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "run.png").stat().st_size > 20_000
+
+
+def test_single_sign_on_through_the_oidc_double(tmp_path):
+    chromium_or_skip()
+    from tests.fakes.oidc_server import OIDCFake
+
+    db = tmp_path / "ledger.db"
+    store = Store(f"sqlite:///{db}")
+    seed_ledger(store)
+    users.add(OWNER, "ada@example.com", "admin", None, store=store)
+    port = free_port()
+    with OIDCFake(email="ada@example.com") as idp:
+        secrets_file = tmp_path / "secrets.toml"
+        secrets_file.write_text(
+            "[auth]\n"
+            f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+            'cookie_secret = "a-long-random-cookie-secret-for-the-test-0123456789"\n'
+            f'client_id = "{idp.client_id}"\n'
+            f'client_secret = "{idp.client_secret}"\n'
+            f'server_metadata_url = "{idp.metadata_url}"\n')
+        server = None
+        try:
+            server, base = serve(tmp_path, db, "--secrets.files", str(secrets_file), port=port)
+
+            async def drive() -> tuple[str, str]:
+                async with browser(tmp_path) as tab:
+                    await tab.load(base + "/", ["Log in with single sign-on"])
+                    await tab.click_button("Log in with single sign-on")
+                    text = await tab.wait_for(["Overview", "ada@example.com", "admin", "Recent runs"], charts=1,
+                                              timeout=60)
+                    again = await tab.load(base + "/costs", ["Costs", "ada@example.com"], timeout=60)  # a reload
+                    return text, again
+
+            try:
+                text, again = asyncio.run(asyncio.wait_for(drive(), 180))
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nOIDC requests: {idp.requests}") from None
+        finally:
+            stop(server)
+            store.close()
+        paths = [r["path"] for r in idp.requests]
+    assert "authorize" in paths and "token" in paths and "jwks" in paths
+    assert "Signed in by single sign-on" in text and "User name" not in again
+    assert idp.client_secret not in text + again
