@@ -16,6 +16,7 @@ closes the run's MCP sessions when it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from datetime import datetime, timezone
@@ -253,9 +254,16 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
             run.step_changed(step.id, "RUNNING", {"agent": prepared.agent, "model": prepared.model, **prepared.info},
                              agent=prepared.agent, model=prepared.model, prompt=prepared.prompt,
                              items=len(prepared.runs) if step.for_each is not None else None)
-            states = await asyncio.gather(*(
-                step_fn(label=label, kind=step.kind, params=params, upstream=upstream, return_state=True)
-                for label, params in prepared.runs))
+            # max_concurrency: the step's own bound, in this flow run (a task run exists once its
+            # item starts); provider limits still apply inside each attempt
+            bound = asyncio.Semaphore(step.max_concurrency) if step.max_concurrency else contextlib.nullcontext()
+
+            async def one(label: str, params: dict) -> State:
+                async with bound:
+                    return await step_fn(label=label, kind=step.kind, params=params, upstream=upstream,
+                                         return_state=True)
+
+            states = await asyncio.gather(*(one(label, params) for label, params in prepared.runs))
             report.duration_s = time.perf_counter() - t_start
             results[step.id] = await _collect(step, kind, list(states), report, outputs, run, prepared.tools)
         except (StepError, templates.TemplateError) as exc:

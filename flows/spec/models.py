@@ -217,6 +217,9 @@ class Step(_Model):
     timeout: float | None = Field(default=None, gt=0)
     when: str | None = None
     for_each: str | None = None
+    # at most this many of a for_each step's items run at once (None: all of them);
+    # provider limits (orchestra limits) still apply on top
+    max_concurrency: int | None = Field(default=None, ge=1)
     output_schema: dict[str, Any] | None = None
 
     @field_validator("id")

@@ -33,6 +33,9 @@ def check(wf: Workflow, registry: dict[str, Any] | None) -> list[str]:
             if s.depends_on:
                 problems.append(f"step '{s.id}': depends_on is not allowed in a parallel workflow")
     for s in wf.steps:
+        if s.max_concurrency is not None and s.for_each is None:
+            problems.append(f"step '{s.id}': max_concurrency: needs for_each (it bounds how many of the "
+                            "step's items run at once)")
         for d in s.depends_on:
             if d not in known:
                 problems.append(f"step '{s.id}': depends_on names unknown step '{d}'")

@@ -222,6 +222,34 @@ def test_for_each_when_and_one_task_run_per_item(orchestra_env, openai_fake):
     assert {r.id for r in runs if r.name.startswith("summarise")} <= upstream
 
 
+def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orchestra_env, openai_fake):
+    """Counted at the wire: how many requests the fake holds when each one arrives."""
+    seen: list[int] = []
+
+    def reply(body):
+        seen.append(sum(1 for r in openai_fake.requests if r["status"] is None))
+        return "ok"
+
+    openai_fake.configure(reply=reply, latency_ms=150)
+    items = [uuid.uuid4().hex[:8] for _ in range(9)]
+    wf = {"name": "bounded", "inputs": {"xs": {"type": "array"}}, "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+          "steps": [{"id": "each", "agent": "a", "prompt": "{{ item }}", "for_each": "inputs.xs"}]}
+    report, state = run(wf, {"xs": items})
+    assert state.is_completed(), state.message
+    assert max(seen) > 2  # unbounded, the items overlap beyond the bound used below
+
+    openai_fake.reset()
+    openai_fake.configure(reply=reply, latency_ms=150)
+    seen.clear()
+    wf["steps"][0]["max_concurrency"] = 2
+    report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(9)]}, no_cache=True)
+    assert state.is_completed(), state.message
+    assert len(seen) == 9 and max(seen) == 2  # never more than two at once, and the bound is used
+    assert len(report["steps"]["each"]["output"]) == 9
+    runs = wait_for_task_runs(report["flow_run_id"], 9)
+    assert sorted(r.name for r in runs) == sorted(f"each[{i}]" for i in range(9))  # still a task run per item
+
+
 def test_when_true_runs_the_step(orchestra_env, openai_fake):
     report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": ["a", uuid.uuid4().hex], "detailed": True},
                         model="openai:gpt-4.1-mini")
