@@ -3,7 +3,8 @@
     cpu_seconds(pid)            # user + system CPU of one process so far
     tree(pid)                   # pid and its descendants
     peak_rss(pid) / reset_peak(pid)   # VmHWM, and its reset (needs root or the owner)
-    wait_idle(pids)             # until the processes spend < 10 ms of CPU a second
+    idle_rate(pids)             # CPU-seconds per second the processes spend doing nothing asked
+    wait_idle(pids, rate)       # until they are back at that rate
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15 of stat)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def tree(pid: int) -> list[int]:
@@ -59,15 +67,25 @@ def reset_peak(pid: int) -> None:
         pass
 
 
-def wait_idle(pids: list[int], *, quiet: float = 0.01, window: float = 1.0, limit: float = 60.0) -> float:
-    """Wait until ``pids`` together use less than ``quiet`` CPU-seconds per ``window``
-    (a server finishing its backlog after the client returned); seconds waited."""
+def idle_rate(pids: list[int], seconds: float = 10.0) -> float:
+    """CPU-seconds per second that ``pids`` spend when nobody asks them anything (a server's
+    own loops: Prefect's services poll every few seconds), measured over ``seconds``."""
+    c0, t0 = total_cpu(pids), time.monotonic()
+    time.sleep(seconds)
+    return (total_cpu(pids) - c0) / (time.monotonic() - t0)
+
+
+def wait_idle(pids: list[int], rate: float = 0.0, *, window: float = 2.0, margin: float = 0.01,
+              limit: float = 120.0) -> float:
+    """Wait until ``pids`` together are back at their idle ``rate`` (within ``margin``
+    CPU-seconds per second, over ``window`` seconds): a server finishing its backlog after
+    the client returned. Returns the seconds waited."""
     t0 = time.monotonic()
-    last = total_cpu(pids)
+    last, stamp = total_cpu(pids), time.monotonic()
     while time.monotonic() - t0 < limit:
         time.sleep(window)
-        now = total_cpu(pids)
-        if now - last < quiet:
+        now, at = total_cpu(pids), time.monotonic()
+        if (now - last) / (at - stamp) < rate + margin:
             break
-        last = now
+        last, stamp = now, at
     return time.monotonic() - t0

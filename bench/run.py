@@ -7,18 +7,19 @@ DAGs of LLM calls against a local OpenAI-compatible fake at a fixed latency:
   fan1k:   one for_each step over 1,000 items (a task run each), then a reducer
   fan10k:  the same over 10,000 items (with --scale)
 For each, through Orchestra (every step or item a Prefect task run, on Orchestra's
-local Prefect server) and through a plain asyncio + AsyncOpenAI baseline, in the same
-run, alternating: wall ÷ (critical path × latency); the excess ms per step at 0 ms
-latency (Orchestra − baseline); the client's CPU per step (this process: both run
-here); the Prefect server's CPU per task run, counted until it is idle again after
-the flow returned; and, for the fan-outs, the peak RSS of the client and the server.
+local Prefect server, started fresh by this command and stopped at its end) and
+through a plain asyncio + AsyncOpenAI baseline, in the same run, alternating. See
+bench/README.md for what each column means and how the server's CPU is counted.
 
-    python bench/run.py                # 200 ms latency, 3 repeats, median; wide chain grid fan1k
+    python bench/run.py                # 200 ms latency, 3 repeats; wide chain grid fan1k
     python bench/run.py --scale        # and fan10k (one repeat of it)
     python bench/run.py --smoke        # quick: 1 repeat, 50 ms, wide and chain only
+    python bench/run.py --only wide --env PREFECT_SERVER_SERVICES_FOREMAN_ENABLED=false
+                                       # one setting changed, for the bench and its server
+    python bench/run.py --only wide fan1k --profile bench/profiles   # py-spy of client and server
 
-Numbers are printed as a Markdown table (and saved to bench/results.md).
-No timing is asserted anywhere: this is a measurement, not a test.
+Numbers are printed as a Markdown table (and saved to bench/results.md; --json keeps
+every repeat). No timing is asserted anywhere: this is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -162,11 +163,26 @@ def set_latency(url: str, latency_ms: int) -> None:
     httpx.post(f"{url}/_fake/config", json={"latency_ms": latency_ms}).raise_for_status()
 
 
-def _server_pids() -> list[int]:
+def fake_requests(url: str) -> int:
+    import httpx
+
+    return len(httpx.get(f"{url}/_fake/requests", timeout=60).json())
+
+
+def server_pids() -> list[int]:
+    """The Prefect server's processes: the uvicorn process Orchestra's supervisor runs (and
+    anything it starts), not the supervisor itself (its reaper runs every 15 s whatever
+    the load: idle cost, not a task run's)."""
     from orchestra import prefect_server
 
     info = prefect_server.status()
-    return procstat.tree(info["pid"]) if info else []
+    if not info:
+        raise SystemExit("no local Prefect server is running")
+    pids = [p for p in procstat.tree(info["pid"]) if p != info["pid"]]
+    if not any("orchestra.prefect_app" in procstat.cmdline(p) for p in pids):
+        raise SystemExit(f"the local server's supervisor ({info['pid']}) runs no orchestra.prefect_app process: "
+                         f"{[procstat.cmdline(p) for p in pids]}")
+    return pids
 
 
 def _timed(coro_fn):
@@ -178,56 +194,104 @@ def _timed(coro_fn):
     return run
 
 
-async def measure(names: list[str], latency_ms: int, repeats: int, url: str) -> dict:
+class Profiler:
+    """py-spy recording one process (raw collapsed stacks), from start() to stop()."""
+
+    def __init__(self, pid: int, out: Path):
+        self.pid, self.out = pid, out
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        spy = Path(sys.executable).with_name("py-spy")
+        self.proc = subprocess.Popen([str(spy), "record", "-p", str(self.pid), "-f", "raw", "-o", str(self.out),
+                                      "-r", "100", "--nonblocking"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+
+
+async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
+                  profile_dir: Path | None = None) -> dict:
     from orchestra.flow import run_workflow
 
-    server = _server_pids()
+    server = server_pids()
     me = os.getpid()
-    results = {}
+    idle = procstat.idle_rate(server)
+    results: dict = {"server_idle_cpu_per_s": idle}
     for name in names:
         dag = WORKLOADS[name]()
         wf = as_workflow(name, dag)
         flow_fn = run_workflow.with_options(name=f"bench-{name}")
         reps = 1 if name == "fan10k" else repeats
-        row = {"steps": len(dag), "depth": depth(dag), "task_runs": len(dag)}
-        for latency in (latency_ms, 0):
+        row: dict = {"steps": len(dag), "depth": depth(dag), "task_runs": len(dag)}
+        latencies = (latency_ms,) if profile_dir else (latency_ms, 0)
+        for latency in latencies:
             set_latency(url, latency)
-            b_wall, o_wall, b_cpu, o_cpu, s_cpu = [], [], [], [], []
+            runs: list[dict] = []
             # one warm-up of each (not for the 10,000-item run), then alternate so both see the same machine
             if name != "fan10k":
                 await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
                 await orchestra(flow_fn, wf, uuid.uuid4().hex)
-                procstat.wait_idle(server)
-            for _ in range(reps):
-                procstat.reset_peak(me)
-                wall, cpu = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
-                b_wall.append(wall)
-                b_cpu.append(cpu)
-                base_rss = procstat.peak_rss(me)
-                await asyncio.sleep(0.5)
+                procstat.wait_idle(server, idle)
+            for _ in range(1 if profile_dir else reps):
+                rec: dict = {}
+                if not profile_dir:
+                    procstat.reset_peak(me)
+                    rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
+                    rec["baseline_rss"] = procstat.peak_rss(me)
+                    await asyncio.sleep(0.5)
                 procstat.reset_peak(me)
                 for pid in server:
                     procstat.reset_peak(pid)
-                s0 = procstat.total_cpu(server)
-                wall, cpu = await _timed(orchestra)(flow_fn, wf, uuid.uuid4().hex)
-                o_wall.append(wall)
-                o_cpu.append(cpu)
-                procstat.wait_idle(server)  # the server's backlog after the flow returned counts
-                s_cpu.append(procstat.total_cpu(server) - s0)
-                if latency == latency_ms:
-                    row["rss"] = (base_rss, procstat.peak_rss(me), max((procstat.peak_rss(p) for p in server),
-                                                                        default=0))
-            row[latency] = {"baseline": statistics.median(b_wall), "orchestra": statistics.median(o_wall),
-                            "baseline_cpu": statistics.median(b_cpu), "orchestra_cpu": statistics.median(o_cpu),
-                            "server_cpu": statistics.median(s_cpu)}
+                spies = []
+                if profile_dir:
+                    spies = [Profiler(me, profile_dir / f"{name}-client.txt"),
+                             Profiler(server[0], profile_dir / f"{name}-server.txt")]
+                    for spy in spies:
+                        spy.start()
+                requests0 = fake_requests(url)
+                s0, t0 = procstat.total_cpu(server), time.monotonic()
+                rec["orchestra"], rec["orchestra_cpu"] = await _timed(orchestra)(flow_fn, wf, uuid.uuid4().hex)
+                rec["client_rss"] = procstat.peak_rss(me)
+                rec["drain_s"] = procstat.wait_idle(server, idle)  # the server's backlog after the flow returned
+                s1, t1 = procstat.total_cpu(server), time.monotonic()
+                rec["server_cpu_raw"] = s1 - s0
+                rec["server_cpu"] = max(0.0, (s1 - s0) - idle * (t1 - t0))
+                rec["server_rss"] = max((procstat.peak_rss(p) for p in server), default=0)
+                rec["requests"] = fake_requests(url) - requests0
+                for spy in spies:
+                    spy.stop()
+                runs.append(rec)
+            row[latency] = runs
         results[name] = row
     return results
 
 
-def report(results: dict, latency_ms: int, repeats: int) -> str:
+def _med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _span(values: list[float], fmt: str = "{:.2f}") -> str:
+    """The median, and the range when there is more than one value."""
+    med = statistics.median(values)
+    if len(values) < 2 or fmt.format(min(values)) == fmt.format(max(values)):
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
     lines = [
-        f"Latency {latency_ms} ms, median of {repeats} (after one warm-up; fan10k: one run), fake provider in its "
-        f"own process, Orchestra's local Prefect server, {os.cpu_count()} cores. CPU columns at {latency_ms} ms.",
+        f"Latency {latency_ms} ms, {repeats} repeats (after one warm-up; fan10k: one run): median (range). "
+        f"Fake provider in its own process, Orchestra's local Prefect server (started fresh), "
+        f"{os.cpu_count()} cores. CPU columns at {latency_ms} ms; server CPU counted until it is idle again, "
+        f"its idle rate ({results['server_idle_cpu_per_s'] * 1000:.0f} ms/s) taken off."
+        + (f" Settings: {' '.join(env)}." if env else ""),
         "",
         "| workload | steps | critical path | bound (s) | baseline × bound | Orchestra × bound | Orchestra ÷ baseline "
         "| excess ms/step at 0 ms | client CPU ms/step: baseline / Orchestra | server CPU ms/task run "
@@ -235,16 +299,36 @@ def report(results: dict, latency_ms: int, repeats: int) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in results.items():
+        if not isinstance(row, dict):
+            continue
         bound = row["depth"] * latency_ms / 1000
-        r, r0 = row[latency_ms], row[0]
-        excess = (r0["orchestra"] - r0["baseline"]) * 1000 / row["steps"]
-        cpu_b, cpu_o = r["baseline_cpu"] * 1000 / row["steps"], r["orchestra_cpu"] * 1000 / row["steps"]
-        server = r["server_cpu"] * 1000 / row["task_runs"]
-        rss = " / ".join(f"{v / 2**20:.0f}" for v in row.get("rss", ())) if name in FANOUTS else ""
-        lines.append(f"| {name} | {row['steps']} | {row['depth']} | {bound:.2f} | {r['baseline'] / bound:.2f} "
-                     f"| {r['orchestra'] / bound:.2f} | {r['orchestra'] / r['baseline']:.2f} | {excess:.1f} "
-                     f"| {cpu_b:.1f} / {cpu_o:.1f} | {server:.1f} | {rss} |")
+        runs, runs0 = row[latency_ms], row.get(0, [])
+        n = row["steps"]
+        ratio = [r["orchestra"] / r["baseline"] for r in runs]
+        excess = [(r["orchestra"] - r["baseline"]) * 1000 / n for r in runs0]
+        cpu_b = [r["baseline_cpu"] * 1000 / n for r in runs]
+        cpu_o = [r["orchestra_cpu"] * 1000 / n for r in runs]
+        server = [r["server_cpu"] * 1000 / row["task_runs"] for r in runs]
+        rss = (f"{max(r['baseline_rss'] for r in runs) / 2**20:.0f} / {max(r['client_rss'] for r in runs) / 2**20:.0f}"
+               f" / {max(r['server_rss'] for r in runs) / 2**20:.0f}")
+        lines.append(
+            f"| {name} | {n} | {row['depth']} | {bound:.2f} | {_span([r['baseline'] / bound for r in runs])} "
+            f"| {_span([r['orchestra'] / bound for r in runs])} | {_span(ratio)} "
+            f"| {_span(excess, '{:.1f}') if excess else ''} | {_span(cpu_b, '{:.1f}')} / {_span(cpu_o, '{:.1f}')} "
+            f"| {_span(server, '{:.1f}')} | {rss} |")
     return "\n".join(lines)
+
+
+def _wait_quiet(limit_s: float = 900.0) -> str:
+    """Wait (at most ``limit_s``) until no CI run is going and the 1-minute load is below 1.0;
+    what the machine was doing when we started."""
+    t0 = time.monotonic()
+    while True:
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        ci = subprocess.run(["pgrep", "-f", ".ci/run"], capture_output=True, text=True).stdout.strip()
+        if (load < 1.0 and not ci) or time.monotonic() - t0 > limit_s:
+            return f"load {load:.2f}" + (", a CI run going" if ci else "")
+        time.sleep(30)
 
 
 def main() -> int:
@@ -254,31 +338,58 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS))
     parser.add_argument("--scale", action="store_true", help="add the 10,000-item fan-out (fan10k)")
     parser.add_argument("--smoke", action="store_true", help="quick run (CI smoke mode)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for this run and its Prefect server (repeatable)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record py-spy profiles (raw stacks) of the client and the server, one Orchestra "
+                             "run per workload, instead of measuring")
+    parser.add_argument("--wait-quiet", action="store_true",
+                        help="first wait (up to 15 min) for a quiet machine: no .ci/run, load below 1.0")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every repeat's numbers as JSON")
     args = parser.parse_args()
     if args.smoke:
         args.latency_ms, args.repeats = 50, 1
         args.only = args.only or ["wide", "chain"]
     names = args.only or [n for n in WORKLOADS if n != "fan10k" or args.scale]
-
-    from orchestra import runtime
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--env {item}: expected NAME=VALUE")
+        os.environ[key] = value
 
     os.environ.setdefault("ORCHESTRA_HOME", str(ROOT / ".orchestra-bench"))
-    runtime.configure(quiet_console=True)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from orchestra import prefect_server
+    os.environ.pop("PREFECT_API_URL", None)  # always Orchestra's local server, started here
+    from orchestra import prefect_server, runtime
 
+    runtime.configure(quiet_console=True)  # what `orchestra run` sets, nothing more
+    prefect_server.stop()  # a server left from an earlier run may run other code or settings
+    machine = _wait_quiet() if args.wait_quiet else ""
     prefect_server.ensure(echo=print)
     fake, url = start_fake(args.latency_ms)
     os.environ["OPENAI_BASE_URL"] = f"{url}/v1"
     os.environ["OPENAI_API_KEY"] = "bench"
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     try:
-        results = asyncio.run(measure(names, args.latency_ms, args.repeats, url))
+        results = asyncio.run(measure(names, args.latency_ms, args.repeats, url, args.profile))
     finally:
         fake.terminate()
         fake.wait(10)
-    table = report(results, args.latency_ms, args.repeats)
+        prefect_server.stop()
+    if args.profile:
+        print(f"profiles in {args.profile}: python bench/profile_top.py {args.profile}/*.txt")
+        return 0
+    results["machine"] = machine
+    table = report(results, args.latency_ms, args.repeats, args.env)
+    if machine:
+        table += f"\n\nMachine when it started: {machine}."
     print(table)
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps({"args": vars(args) | {"profile": None, "json": str(args.json)},
+                                         "results": results}, indent=1, default=str))
     if not args.smoke:
         Path(args.out).write_text(table + "\n")
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -119,6 +120,27 @@ def _task_variant(retries: int, timeout: float | None, no_cache: bool, delay: fl
 # the flow run's body
 
 
+class _NoCompletedLines:
+    """Drops Prefect's "Finished in state Completed()" INFO line of each task run: the task
+    run's state already says it, and shipping it costs the server a log row per step.
+    Failures (logged at ERROR), retries and everything a step itself logs still go."""
+
+    def filter(self, record: Any) -> bool:
+        return not (record.levelno == logging.INFO and isinstance(record.msg, str)
+                    and record.msg.startswith(("Finished in state Completed", "Finished in state Cached")))
+
+
+def _ship_completed_lines(ship: bool) -> None:
+    """Install (or, with ``ORCHESTRA_COMPLETED_TASK_LOGS``, remove) the filter; once per run."""
+    logger = logging.getLogger("prefect.task_runs")
+    mine = [f for f in logger.filters if isinstance(f, _NoCompletedLines)]
+    if ship:
+        for f in mine:
+            logger.removeFilter(f)
+    elif not mine:
+        logger.addFilter(_NoCompletedLines())
+
+
 async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, model: str | None = None,
                   no_cache: bool = False, budget_usd: float | None = None) -> dict[str, Any] | State:
     """Run ``wf`` inside the current Prefect flow run; its report (or a Failed state
@@ -126,6 +148,7 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     ctx = get_run_context()
     flow_run_id = str(ctx.flow_run.id)
     logger = get_run_logger()
+    _ship_completed_lines(settings().completed_task_logs)
     try:  # checked before anything is written: approval steps need a server; a budget must be >= 0;
         # the FastAgentSettings block the settings name must be readable (its MCP servers join the map)
         if problem := no_server_problem(wf):

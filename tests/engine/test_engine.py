@@ -149,6 +149,44 @@ def test_no_retry_on_401_and_the_key_never_leaks(orchestra_env, openai_fake):
     assert key not in str(row) and key not in str(report) and key not in (state.message or "")
 
 
+def _flow_run_logs(flow_run_id: str, needle: str, timeout: float = 20.0) -> list[str]:
+    """The flow run's log messages (its task runs' included), once one contains ``needle``."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    async def read():
+        await APILogHandler.aflush()
+        async with get_client() as client:
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        return [entry.message for entry in logs]
+
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = asyncio.run(read())
+        if any(needle in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("ship", [False, True])
+def test_a_completed_task_runs_line_is_not_shipped_a_failure_is(orchestra_env, openai_fake, monkeypatch, ship):
+    if ship:
+        monkeypatch.setenv("ORCHESTRA_COMPLETED_TASK_LOGS", "true")
+    openai_fake.configure(faults=[None, 401])
+    wf = {"name": "logs", "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+          "steps": [{"id": "good", "agent": "a", "prompt": uuid.uuid4().hex},
+                    {"id": "bad", "agent": "a", "prompt": uuid.uuid4().hex, "depends_on": ["good"]}]}
+    report, state = run(wf)
+    assert state.is_failed() and report["steps"]["good"]["state"] == "COMPLETED"
+    messages = _flow_run_logs(report["flow_run_id"], "Finished in state Failed")
+    assert any(m.startswith("Finished in state Failed") for m in messages), messages  # the failure reaches the UI
+    assert any("401" in m for m in messages)
+    assert any(m.startswith("Finished in state Completed") for m in messages) is ship, messages
+
+
 def test_timeout_is_transient_and_retried(orchestra_env, openai_fake):
     openai_fake.configure(faults=["timeout", None], slow_seconds=10)
     report, state = run(one_step(uuid.uuid4().hex, retries=1, timeout=0.5))
