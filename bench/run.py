@@ -136,13 +136,28 @@ def as_workflow(name: str, dag: dict[str, list[str]]) -> dict:
             "agents": {"bench": {"model": "openai:bench-model"}}, "steps": steps}
 
 
+NO_CACHE = False  # --no-cache: the step cache off (no result persisted per step), to measure what it costs
+LAST_RUN: list[str] = []  # the flow run id of the last Orchestra run
+
+
 async def orchestra(flow_fn, workflow: dict, nonce: str) -> float:
     t0 = time.perf_counter()
-    state = await flow_fn(workflow=workflow, inputs={"nonce": nonce}, return_state=True)
+    state = await flow_fn(workflow=workflow, inputs={"nonce": nonce}, return_state=True, no_cache=NO_CACHE)
     wall = time.perf_counter() - t0
     if not state.is_completed():
         raise SystemExit(f"bench run failed: {state.message}")
+    LAST_RUN[:] = [str(state.state_details.flow_run_id)]
     return wall
+
+
+def ledger_calls(flow_run_id: str) -> int:
+    """The ledger's call rows of a run (once its writer has flushed)."""
+    from ledger import queries
+    from orchestra import runtime
+
+    store = runtime.ledger()
+    store.flush()
+    return len(queries.run(store, flow_run_id)["calls"])
 
 
 # ---------------------------------------------------------------------------
@@ -265,6 +280,7 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
                 rec["server_cpu"] = max(0.0, (s1 - s0) - idle * (t1 - t0))
                 rec["server_rss"] = max((procstat.peak_rss(p) for p in server), default=0)
                 rec["requests"] = fake_requests(url) - requests0
+                rec["ledger_calls"] = ledger_calls(LAST_RUN[0])
                 for spy in spies:
                     spy.stop()
                 runs.append(rec)
@@ -291,7 +307,7 @@ def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
         f"Fake provider in its own process, Orchestra's local Prefect server (started fresh), "
         f"{os.cpu_count()} cores. CPU columns at {latency_ms} ms; server CPU counted until it is idle again, "
         f"its idle rate ({results['server_idle_cpu_per_s'] * 1000:.0f} ms/s) taken off."
-        + (f" Settings: {' '.join(env)}." if env else ""),
+        + (f" Settings: {' '.join(env)}." if env else "") + (" Step cache off." if NO_CACHE else ""),
         "",
         "| workload | steps | critical path | bound (s) | baseline × bound | Orchestra × bound | Orchestra ÷ baseline "
         "| excess ms/step at 0 ms | client CPU ms/step: baseline / Orchestra | server CPU ms/task run "
@@ -345,6 +361,8 @@ def main() -> int:
                              "run per workload, instead of measuring")
     parser.add_argument("--wait-quiet", action="store_true",
                         help="first wait (up to 15 min) for a quiet machine: no .ci/run, load below 1.0")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="run Orchestra with the step cache off (what persisting each step's result costs)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every repeat's numbers as JSON")
     args = parser.parse_args()
@@ -352,6 +370,8 @@ def main() -> int:
         args.latency_ms, args.repeats = 50, 1
         args.only = args.only or ["wide", "chain"]
     names = args.only or [n for n in WORKLOADS if n != "fan10k" or args.scale]
+    global NO_CACHE
+    NO_CACHE = args.no_cache
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
@@ -382,6 +402,9 @@ def main() -> int:
         return 0
     results["machine"] = machine
     table = report(results, args.latency_ms, args.repeats, args.env)
+    rows = [f"{name} {r['ledger_calls']}/{r['requests']}" for name, row in results.items() if isinstance(row, dict)
+            for r in row[args.latency_ms]]
+    table += "\n\nLedger call rows / provider requests, per Orchestra run: " + ", ".join(rows) + "."
     if machine:
         table += f"\n\nMachine when it started: {machine}."
     print(table)
