@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     mcp_token: SecretStr | None = Field(default=None, description="Bearer token `orchestra mcp --http` requires")
+    call_events: bool = Field(default=True, description="Emit an orchestra.agent.call / .container.exec / "
+                              ".command.exec Prefect event for every attempt (automations match on them)")
     completed_task_logs: bool = Field(default=False, description="Ship Prefect's per-task-run \"Finished in state "
                                       "Completed()\" INFO line to the API (a log row per step on the server)")
     debug: bool = Field(default=False, description="Show tracebacks instead of one-line errors")

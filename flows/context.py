@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.calls import CallRecord, ToolCallRecord
+from core.settings import settings
 from core.steps import StepState
 from flows import progress
 from flows.resources import RunResources
@@ -61,9 +62,15 @@ class RunState:
         mark = CallRecord.in_flight(flow_run_id=self.flow_run_id, step=step, model=model, agent=agent,
                                     attempt=attempt, purpose=purpose, kind=kind, image=image)  # type: ignore[arg-type]
         if self.ledger is not None:
-            committed = self.ledger.record_call_start(mark)
-            if not committed.is_set():
-                await asyncio.to_thread(committed.wait, MARK_WAIT_S)
+            # woken on this loop by the ledger's writer thread: no thread of our own per attempt
+            loop = asyncio.get_running_loop()
+            committed = loop.create_future()
+            self.ledger.record_call_start(mark, _Wake(loop, committed))
+            timer = loop.call_later(MARK_WAIT_S, _resolve, committed)
+            try:
+                await committed
+            finally:
+                timer.cancel()
         return mark.key or ""
 
     def attempt_dropped(self, key: str) -> None:
@@ -75,7 +82,7 @@ class RunState:
         self.calls.append(call)
         if self.ledger is not None:
             self.ledger.record_call(call)
-        if not call.cached:
+        if not call.cached and settings().call_events:
             _emit_call_event(self.workflow, call)
 
     def record_tool_call(self, call: ToolCallRecord) -> None:
@@ -92,6 +99,26 @@ class RunState:
 
             self.registry = load_registry()
         return self.registry
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Wake:
+    """``set()`` from any thread resolves ``future`` on its loop (a closed loop: nothing)."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.loop, self.future = loop, future
+
+    def set(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 def _emit_call_event(workflow: str, call: CallRecord) -> None:

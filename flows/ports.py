@@ -9,7 +9,6 @@ write later).
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,8 +26,10 @@ class Ledger(Protocol):
 
     def record_call(self, call: CallRecord) -> None: ...
 
-    # CallRecord.in_flight, queued; closed by the row with its key; the event is set once it is committed
-    def record_call_start(self, call: CallRecord) -> threading.Event: ...
+    # CallRecord.in_flight, queued; closed by the row with its key. ``committed`` (anything with
+    # a thread-safe ``set()``; default a new threading.Event) is set once the mark is committed
+    # and returned
+    def record_call_start(self, call: CallRecord, committed: Any = None) -> Any: ...
 
     def drop_call_start(self, key: str) -> None: ...  # the mark goes without a row (no request was sent)
 

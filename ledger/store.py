@@ -395,13 +395,14 @@ class Store(ResilienceStore, TaskStore, AccessStore):
         if self._writer is None:
             self._start_writer()
 
-    def record_call_start(self, call: CallRecord) -> threading.Event:
+    def record_call_start(self, call: CallRecord, committed: Any = None) -> Any:
         """Queue the mark of an attempt that starts (``CallRecord.in_flight``); the row of
         the same ``key`` removes it, in the transaction that writes that row. Never waits:
-        the event it returns is set once the mark is committed."""
+        ``committed`` (anything with a thread-safe ``set()``, by default a new
+        ``threading.Event``) is set by the writer once the mark is committed, and returned."""
         if not isinstance(call, CallRecord) or not call.key:
             raise TypeError("record_call_start expects a CallRecord made by CallRecord.in_flight")
-        committed = threading.Event()
+        committed = threading.Event() if committed is None else committed
         self._queue.put(_Open(call))
         self._queue.put(committed)
         if self._writer is None:

@@ -189,6 +189,18 @@ def server_command(port: int) -> list[str]:
             "--log-level", "warning", "--lifespan", "on", "--timeout-keep-alive", "5"]
 
 
+#: Prefect settings of the local server that differ from Prefect's defaults, each measured
+#: alone with ``bench/run.py --env`` (bench/README.md). A variable already set wins.
+#: Task-run states reach Prefect 3's server as events; its task-run recorder writes them
+#: one per transaction by default (batch size 1). In batches of up to 100, flushed every
+#: second, its CPU per task run halves and the UI shows a task run at most a second later.
+SERVER_DEFAULTS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
 def _supervise(port: int) -> int:
     """Run `prefect server start` and stop it when Orchestra has been idle long enough."""
     home = orchestra_home()
@@ -199,6 +211,8 @@ def _supervise(port: int) -> int:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "results"))
     env["PREFECT__SERVER_FINAL"] = "1"
+    for name, value in SERVER_DEFAULTS.items():
+        env.setdefault(name, value)
     # The UI asks its API at the address it was served with: this server's real one,
     # whatever port it took (Prefect's default would be 127.0.0.1:4200, a dead or a
     # different server whenever 4200 was busy or ORCHESTRA_SERVER_PORT moved it).

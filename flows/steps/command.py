@@ -25,7 +25,6 @@ import hashlib
 import shlex
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 

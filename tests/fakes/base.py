@@ -533,7 +533,9 @@ class FakeServer:
                                      shutdown_timeout=0.25)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+            # a deep accept queue: a 1,000-item fan-out opens its connections at once (aiohttp's default
+            # backlog of 128 drops SYNs, and the client's connect timeout then fires)
+            await web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=4096).start()
             self.port = self._runner.addresses[0][1]
             if on_ready:
                 on_ready()
