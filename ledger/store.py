@@ -98,6 +98,14 @@ class _Open:
 
 
 @dataclass(frozen=True, slots=True)
+class _Signal:
+    """Something with a thread-safe ``set()`` to call once what was queued before it is
+    committed (a waiting attempt's wake-up on its own event loop)."""
+
+    target: Any
+
+
+@dataclass(frozen=True, slots=True)
 class _Drop:
     """An in-flight mark whose attempt sent no request: removed, no call row."""
 
@@ -404,7 +412,7 @@ class Store(ResilienceStore, TaskStore, AccessStore):
             raise TypeError("record_call_start expects a CallRecord made by CallRecord.in_flight")
         committed = threading.Event() if committed is None else committed
         self._queue.put(_Open(call))
-        self._queue.put(committed)
+        self._queue.put(committed if isinstance(committed, threading.Event) else _Signal(committed))
         if self._writer is None:
             self._start_writer()
         return committed
@@ -497,13 +505,15 @@ class Store(ResilienceStore, TaskStore, AccessStore):
             tools: list[ToolCallRecord] = []
             opens: list[CallRecord] = []
             drops: set[str] = set()
-            events: list[threading.Event] = []
+            events: list[Any] = []  # each with set(): threading.Event or _Signal's target
             stop = False
             while True:
                 if item is _STOP:
                     stop = True
                 elif isinstance(item, threading.Event):
                     events.append(item)
+                elif isinstance(item, _Signal):
+                    events.append(item.target)
                 elif isinstance(item, StepState):
                     steps.append(item)
                 elif isinstance(item, _Beat):
