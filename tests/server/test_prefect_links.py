@@ -54,6 +54,10 @@ def test_a_flow_run_page_of_a_server_on_another_port_shows_its_task_runs(tmp_pat
         assert api == f"http://127.0.0.1:{port}/api"
         ui = api[: -len("/api")]
         assert httpx.get(f"{ui}/ui-settings", timeout=10).json()["api_url"] == api
+        # the server runs with Orchestra's settings (task-run states written in batches) and
+        # the page below still shows every task run
+        recorder = httpx.get(f"{api}/admin/settings", timeout=10).json()["server"]["services"]["task_run_recorder"]
+        assert (recorder["batch_size"], recorder["flush_interval"]) == (100, 1)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env["PREFECT_API_URL"] = api
         proc = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=180,
