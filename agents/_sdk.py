@@ -31,6 +31,14 @@ from .providers import ProviderSpec
 
 class _LoopClients(dict):
     closer: AsyncIterator[None]
+    slots: dict[Hashable, asyncio.Semaphore]
+
+
+#: At most this many requests of one client in flight: its connection pool (the SDKs'
+#: ``DEFAULT_CONNECTION_LIMITS``, 1,000). The others wait in :func:`in_flight`, before
+#: the SDK, whose connect timeout (5 s) would otherwise count the wait for a pooled
+#: connection and fail requests that were never sent (a 10,000-item fan-out).
+MAX_IN_FLIGHT = 1000
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
@@ -62,12 +70,23 @@ async def cached_client(key: Hashable, make: Callable[[], Any]) -> Any:
     clients = _by_loop.get(loop)
     if clients is None:
         clients = _by_loop[loop] = _LoopClients()
+        clients.slots = {}
         clients.closer = _close_at_shutdown(clients)
         await clients.closer.__anext__()
     client = clients.get(key)
     if client is None:
         client = clients[key] = make()
     return client
+
+
+def in_flight(key: Hashable) -> asyncio.Semaphore:
+    """The slots of the client of ``key`` on the running loop (after :func:`cached_client`):
+    hold one around each request."""
+    clients = _by_loop[asyncio.get_running_loop()]
+    slots = clients.slots.get(key)
+    if slots is None:
+        slots = clients.slots[key] = asyncio.Semaphore(MAX_IN_FLIGHT)
+    return slots
 
 
 # ---- SDK exceptions -> AgentCallError -----------------------------------------------

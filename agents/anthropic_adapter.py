@@ -22,7 +22,7 @@ import time
 import anthropic
 
 from . import pricing
-from ._sdk import cached_client, client_key, map_error, missing_key
+from ._sdk import cached_client, client_key, in_flight, map_error, missing_key
 from .base import AgentConfig, AgentResult
 from .providers import PROVIDERS
 from .tools import Conversation, Tool, ToolCall, ToolResult
@@ -97,9 +97,10 @@ async def call(
     if timeout is not None:
         kwargs["timeout"] = timeout
 
-    started = time.perf_counter()
     try:
-        message = await client.messages.create(**kwargs)
+        async with in_flight(key):  # past here a pooled connection is free: the timeout is the request's
+            started = time.perf_counter()
+            message = await client.messages.create(**kwargs)
     except anthropic.AnthropicError as e:
         # no chaining: SDK messages may echo the key, and tracebacks end up in logs
         raise map_error(e, anthropic, provider=PROVIDER, model=model, key_var=KEY_VAR) from None

@@ -26,7 +26,7 @@ import time
 import openai
 
 from . import pricing
-from ._sdk import cached_client, client_key, map_error, missing_key
+from ._sdk import cached_client, client_key, in_flight, map_error, missing_key
 from .base import AgentConfig, AgentResult
 from .providers import PROVIDERS
 from .tools import Conversation, Tool, ToolCall, ToolResult
@@ -94,9 +94,10 @@ async def call(
     if timeout is not None:
         kwargs["timeout"] = timeout
 
-    started = time.perf_counter()
     try:
-        response = await client.chat.completions.create(**kwargs)
+        async with in_flight(key):  # past here a pooled connection is free: the timeout is the request's
+            started = time.perf_counter()
+            response = await client.chat.completions.create(**kwargs)
     except openai.OpenAIError as e:
         # no chaining: SDK messages may echo the key, and tracebacks end up in logs
         raise map_error(e, openai, provider=PROVIDER, model=model, key_var=KEY_VAR) from None

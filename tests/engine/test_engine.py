@@ -288,6 +288,27 @@ def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orche
     assert sorted(r.name for r in runs) == sorted(f"each[{i}]" for i in range(9))  # still a task run per item
 
 
+def test_requests_past_the_clients_pool_wait_before_the_sdk_not_in_it(orchestra_env, openai_fake, monkeypatch):
+    """More items than a client's connection pool: the rest wait in Orchestra's slots (no
+    SDK timeout runs while they wait), so a large fan-out is never failed by its own queue."""
+    import agents._sdk
+
+    monkeypatch.setattr(agents._sdk, "MAX_IN_FLIGHT", 2)
+    seen: list[int] = []
+
+    def reply(body):
+        seen.append(sum(1 for r in openai_fake.requests if r["status"] is None))
+        return "ok"
+
+    openai_fake.configure(reply=reply, latency_ms=150)
+    wf = {"name": "pooled", "inputs": {"xs": {"type": "array"}}, "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+          "steps": [{"id": "each", "agent": "a", "prompt": "{{ item }}", "for_each": "inputs.xs"}]}
+    report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
+    assert state.is_completed(), state.message
+    assert len(seen) == 8 and max(seen) == 2
+    assert all(c["latency_ms"] < 2000 for c in queries.run(orchestra_env, report["flow_run_id"])["calls"])
+
+
 def test_when_true_runs_the_step(orchestra_env, openai_fake):
     report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": ["a", uuid.uuid4().hex], "detailed": True},
                         model="openai:gpt-4.1-mini")
