@@ -93,6 +93,9 @@ async def baseline(dag: dict[str, list[str]], base_url: str, nonce: str) -> floa
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    # at most the SDK's connection pool (1,000) in flight: 10,000 requests at once would wait
+    # for a connection past the SDK's 5 s pool timeout and fail (fan10k)
+    slots = asyncio.Semaphore(1000)
     futures: dict[str, asyncio.Task] = {}
     outputs: dict[str, str] = {}
 
@@ -101,8 +104,9 @@ async def baseline(dag: dict[str, list[str]], base_url: str, nonce: str) -> floa
             await futures[dep]
         deps = dag[sid]  # a fan-out's reducer gets the count, as Orchestra's does
         context = str(len(deps)) if len(deps) > 64 else " ".join(outputs[d][:40] for d in deps)
-        reply = await client.chat.completions.create(
-            model="bench-model", messages=[{"role": "user", "content": f"{nonce} {sid} {context}"}])
+        async with slots:
+            reply = await client.chat.completions.create(
+                model="bench-model", messages=[{"role": "user", "content": f"{nonce} {sid} {context}"}])
         outputs[sid] = reply.choices[0].message.content
 
     t0 = time.perf_counter()
