@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from core.settings import settings
-from orchestra.runtime import orchestra_home
+from orchestra.runtime import orchestra_home, refresh_prefect_settings
 
 STATE_FILE = "prefect-server.json"
 
@@ -74,7 +74,7 @@ def known_api() -> str | None:
     info = status()
     if info is None:
         return None
-    os.environ["PREFECT_API_URL"] = info["url"]
+    _use_api(info["url"])
     return info["url"]
 
 
@@ -122,8 +122,16 @@ def ensure(echo=None, timeout: float = 180.0, mode: str | None = None) -> str | 
             info = status()
             if info is None:
                 info = _start(echo, timeout)
-    os.environ["PREFECT_API_URL"] = info["url"]
+    _use_api(info["url"])
     return info["url"]
+
+
+def _use_api(url: str) -> None:
+    """``PREFECT_API_URL`` for this process, also when Prefect is imported already (its
+    settings are read once, at import: without the refresh this process would start an
+    ephemeral server of its own and the local server would never see its runs)."""
+    os.environ["PREFECT_API_URL"] = url
+    refresh_prefect_settings()
 
 
 def _start(echo, timeout: float) -> dict:

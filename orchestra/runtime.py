@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 from core.redact import install_log_redaction
@@ -54,6 +55,17 @@ def configure(quiet_console: bool = False) -> None:
         defaults["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    refresh_prefect_settings()
+
+
+def refresh_prefect_settings() -> None:
+    """Make an already imported Prefect read the environment again: it reads its settings
+    once, at import, and a check that imported it before this process chose its API
+    would otherwise leave it on an ephemeral server of its own (Prefect's own hook)."""
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 def ledger_url() -> str | None:

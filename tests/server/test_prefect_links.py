@@ -5,6 +5,7 @@ Chromium."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,16 @@ def test_a_flow_run_page_of_a_server_on_another_port_shows_its_task_runs(tmp_pat
         # the page below still shows every task run
         recorder = httpx.get(f"{api}/admin/settings", timeout=10).json()["server"]["services"]["task_run_recorder"]
         assert (recorder["batch_size"], recorder["flush_interval"]) == (100, 1)
+        # `orchestra run` uses this server (not an ephemeral one of its own, which it did when
+        # a check imported Prefect before the CLI chose its API): the run is on its API
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PREFECT_"))}
+        cli = subprocess.run([sys.executable, "-m", "orchestra.cli", "run", str(ROOT / "deployments/workflows/hello.yaml"),
+                              "-i", "name=Ada", "--json"], env=cli_env, capture_output=True, text=True, timeout=180,
+                             cwd=ROOT)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        ran = json.loads(cli.stdout)["flow_run_id"]
+        assert httpx.get(f"{api}/flow_runs/{ran}", timeout=10).json()["id"] == ran
+        assert "Starting temporary server" not in cli.stderr
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env["PREFECT_API_URL"] = api
         proc = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=180,
