@@ -372,9 +372,7 @@ def test_real_browser_overview_and_costs_before_any_user_exists(tmp_path):
                                                               "could not be priced", "openai:my-local-llama",
                                                               "Latency"], charts=6)
             await tab.screenshot(shots / "costs.png")
-            errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
-                                  "[data-testid=\"stAlertContentError\"]').length")
-            assert errors == 0
+            assert await tab.streamlit_errors() == 0
             return pages
 
     try:

@@ -152,9 +152,7 @@ def test_real_browser_tasks_page(tasks, tmp_path):
             text = await tab.load(base + "/tasks", ["Projects", "web", "Ship the login page",
                                                     "History", "Plan", "Execute"], charts=0)
             await tab.screenshot(tmp_path / "tasks.png")
-            errors = await tab.js("document.querySelectorAll('[data-testid=\"stException\"], "
-                                  "[data-testid=\"stAlertContentError\"]').length")
-            assert errors == 0
+            assert await tab.streamlit_errors() == 0
             return text
 
     try:

@@ -260,25 +260,34 @@ def test_for_each_when_and_one_task_run_per_item(orchestra_env, openai_fake):
     assert {r.id for r in runs if r.name.startswith("summarise")} <= upstream
 
 
-def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orchestra_env, openai_fake):
-    """Counted at the wire: how many requests the fake holds when each one arrives."""
+def in_flight_at_arrival(fake, latency_ms: int = 400) -> list[int]:
+    """Configure ``fake`` to answer after ``latency_ms`` and note, as each request arrives,
+    how many requests it holds at that moment (concurrency counted at the wire)."""
     seen: list[int] = []
 
     def reply(body):
-        seen.append(sum(1 for r in openai_fake.requests if r["status"] is None))
+        seen.append(sum(1 for r in fake.requests if r["status"] is None))
         return "ok"
 
-    openai_fake.configure(reply=reply, latency_ms=150)
-    items = [uuid.uuid4().hex[:8] for _ in range(9)]
-    wf = {"name": "bounded", "inputs": {"xs": {"type": "array"}}, "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
-          "steps": [{"id": "each", "agent": "a", "prompt": "{{ item }}", "for_each": "inputs.xs"}]}
-    report, state = run(wf, {"xs": items})
+    fake.configure(reply=reply, latency_ms=latency_ms)
+    return seen
+
+
+def _fan_out(name: str) -> dict:
+    return {"name": name, "inputs": {"xs": {"type": "array"}}, "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
+            "steps": [{"id": "each", "agent": "a", "prompt": "{{ item }}", "for_each": "inputs.xs"}]}
+
+
+def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orchestra_env, openai_fake):
+    """Counted at the wire: how many requests the fake holds when each one arrives."""
+    seen = in_flight_at_arrival(openai_fake, 150)
+    wf = _fan_out("bounded")
+    report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(9)]})
     assert state.is_completed(), state.message
     assert max(seen) > 2  # unbounded, the items overlap beyond the bound used below
 
     openai_fake.reset()
-    openai_fake.configure(reply=reply, latency_ms=150)
-    seen.clear()
+    seen = in_flight_at_arrival(openai_fake, 150)
     wf["steps"][0]["max_concurrency"] = 2
     report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(9)]}, no_cache=True)
     assert state.is_completed(), state.message
@@ -294,16 +303,8 @@ def test_requests_past_the_clients_pool_wait_before_the_sdk_not_in_it(orchestra_
     import agents._sdk
 
     monkeypatch.setattr(agents._sdk, "MAX_IN_FLIGHT", 2)
-    seen: list[int] = []
-
-    def reply(body):
-        seen.append(sum(1 for r in openai_fake.requests if r["status"] is None))
-        return "ok"
-
-    openai_fake.configure(reply=reply, latency_ms=150)
-    wf = {"name": "pooled", "inputs": {"xs": {"type": "array"}}, "agents": {"a": {"model": "openai:gpt-4.1-mini"}},
-          "steps": [{"id": "each", "agent": "a", "prompt": "{{ item }}", "for_each": "inputs.xs"}]}
-    report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
+    seen = in_flight_at_arrival(openai_fake, 150)
+    report, state = run(_fan_out("pooled"), {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
     assert state.is_completed(), state.message
     assert len(seen) == 8 and max(seen) == 2
     assert all(c["latency_ms"] < 2000 for c in queries.run(orchestra_env, report["flow_run_id"])["calls"])

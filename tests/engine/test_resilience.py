@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ledger import queries
+from tests.engine.test_engine import in_flight_at_arrival
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,22 +432,10 @@ def test_llm_routing_follows_the_router_models_answer(orchestra_env, openai_fake
 # provider limits
 
 
-def _max_in_flight(fake) -> list[int]:
-    """A reply callable that notes how many requests the fake holds at that moment."""
-    seen: list[int] = []
-
-    def reply(body):
-        seen.append(sum(1 for r in fake.requests if r["status"] is None))
-        return "ok"
-
-    fake.configure(reply=reply, latency_ms=400)
-    return seen
-
-
 @pytest.mark.parametrize("limiter", ["local", "prefect"])
 def test_provider_concurrency_limit(orchestra_env, openai_fake, monkeypatch, limiter):
     monkeypatch.setenv("ORCHESTRA_LIMITER", limiter)
-    seen = _max_in_flight(openai_fake)
+    seen = in_flight_at_arrival(openai_fake)
     wf = {"name": "limited", "type": "parallel", "agents": {"a": {"model": MINI}},
           "steps": [{"id": f"s{i}", "agent": "a", "prompt": uuid.uuid4().hex} for i in range(4)]}
     report, state = run(wf)

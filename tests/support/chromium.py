@@ -86,6 +86,11 @@ class Tab:
     async def text(self) -> str:
         return await self.js("document.body ? document.body.innerText : ''") or ""
 
+    async def streamlit_errors(self) -> int:
+        """How many exceptions and error alerts the Streamlit page shows."""
+        return await self.js("document.querySelectorAll('[data-testid=\"stException\"], "
+                             "[data-testid=\"stAlertContentError\"]').length")
+
     async def wait_for(self, wants: list[str], charts: int = 0, timeout: float = 45.0, streamlit: bool = True) -> str:
         """Wait until every text in ``wants`` is shown and ``charts`` plotly charts are drawn
         (and, on a Streamlit page, the script has finished); the page's text."""
