@@ -8,13 +8,12 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ledger import queries
-from tests.engine.test_engine import run, wait_for_task_runs
+from tests.engine.test_engine import logs_once, run, wait_for_task_runs
 from tests.fakes.dagger_cli import SESSION_LOG, STARTED_LINE, write_cli
 from tests.fakes.dagger_engine import DaggerEngineFake
 
@@ -71,24 +70,10 @@ def calls(store, flow_run_id):
 
 def task_run_logs(flow_run_id: str, step: str, needle: str, timeout: float = 20.0) -> list[str]:
     """The messages of the task run of ``step``, once one of them contains ``needle``."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
-    from prefect.logging.handlers import APILogHandler
 
     [task] = [t for t in wait_for_task_runs(flow_run_id, 1) if t.name == step]
-
-    async def read():
-        await APILogHandler.aflush()
-        async with get_client() as client:
-            logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task.id])))
-        return [entry.message for entry in logs]
-
-    deadline = time.monotonic() + timeout
-    while True:
-        messages = asyncio.run(read())
-        if any(needle in m for m in messages) or time.monotonic() > deadline:
-            return messages
-        time.sleep(0.3)
+    return logs_once(LogFilter(task_run_id=LogFilterTaskRunId(any_=[task.id])), needle, timeout)
 
 
 def flow_artifact(flow_run_id: str) -> list[dict]:

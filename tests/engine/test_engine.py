@@ -149,18 +149,18 @@ def test_no_retry_on_401_and_the_key_never_leaks(orchestra_env, openai_fake):
     assert key not in str(row) and key not in str(report) and key not in (state.message or "")
 
 
-def _flow_run_logs(flow_run_id: str, needle: str, timeout: float = 20.0) -> list[str]:
-    """The flow run's log messages (its task runs' included), once one contains ``needle``."""
+def logs_once(log_filter, needle: str, timeout: float = 20.0) -> list[str]:
+    """The messages of the logs ``log_filter`` (a Prefect ``LogFilter``) selects, once one
+    of them contains ``needle`` (logs reach the API in batches), or at ``timeout``."""
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
     async def read():
         await APILogHandler.aflush()
         async with get_client() as client:
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            logs = await client.read_logs(log_filter=log_filter)
         return [entry.message for entry in logs]
 
     deadline = time.monotonic() + timeout
@@ -169,6 +169,13 @@ def _flow_run_logs(flow_run_id: str, needle: str, timeout: float = 20.0) -> list
         if any(needle in m for m in messages) or time.monotonic() > deadline:
             return messages
         time.sleep(0.3)
+
+
+def _flow_run_logs(flow_run_id: str, needle: str) -> list[str]:
+    """The flow run's log messages (its task runs' included), once one contains ``needle``."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    return logs_once(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), needle)
 
 
 @pytest.mark.parametrize("ship", [False, True])
