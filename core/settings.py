@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # the MCP server and diagnostics
     mcp_warmup: bool = Field(default=True, description="`orchestra mcp` imports the engine in the background")
     mcp_token: SecretStr | None = Field(default=None, description="Bearer token `orchestra mcp --http` requires")
+    max_task_runs: int = Field(default=1000, ge=1, description="Step task runs one flow run holds at once "
+                               "(for_each items included); the rest wait before their task run starts")
     call_events: bool = Field(default=True, description="Emit an orchestra.agent.call / .container.exec / "
                               ".command.exec Prefect event for every attempt (automations match on them)")
     completed_task_logs: bool = Field(default=False, description="Ship Prefect's per-task-run \"Finished in state "

@@ -44,6 +44,9 @@ class RunState:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     servers: dict[str, Any] | None = None  # the run's map of MCP servers (flows.tools.ServerEntry by name)
     mcp: Any = None  # agents.mcp.MCPPool: the run's MCP sessions
+    # at most `max_task_runs` step task runs of this run at once: thousands started together
+    # keep the loop too busy to serve its own connections (their connect timeouts fire)
+    task_runs: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(settings().max_task_runs))
 
     def step_changed(self, step: str, state: str, info: dict[str, Any] | None = None, **fields: Any) -> None:
         """A step's new state: the listeners hear it, the ledger keeps it (``fields``:

@@ -278,11 +278,12 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
                              agent=prepared.agent, model=prepared.model, prompt=prepared.prompt,
                              items=len(prepared.runs) if step.for_each is not None else None)
             # max_concurrency: the step's own bound, in this flow run (a task run exists once its
-            # item starts); provider limits still apply inside each attempt
+            # item starts), inside the run's own (`max_task_runs`); provider limits still apply
+            # inside each attempt
             bound = asyncio.Semaphore(step.max_concurrency) if step.max_concurrency else contextlib.nullcontext()
 
             async def one(label: str, params: dict) -> State:
-                async with bound:
+                async with bound, run.task_runs:
                     return await step_fn(label=label, kind=step.kind, params=params, upstream=upstream,
                                          return_state=True)
 

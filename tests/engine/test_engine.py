@@ -304,6 +304,20 @@ def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orche
     assert sorted(r.name for r in runs) == sorted(f"each[{i}]" for i in range(9))  # still a task run per item
 
 
+def test_a_run_holds_at_most_max_task_runs_step_task_runs_at_once(orchestra_env, openai_fake, monkeypatch):
+    """An unbounded fan-out and a step beside it share the run's cap (``ORCHESTRA_MAX_TASK_RUNS``):
+    the rest wait before their task run starts, and every item is still a task run."""
+    monkeypatch.setenv("ORCHESTRA_MAX_TASK_RUNS", "3")
+    seen = in_flight_at_arrival(openai_fake, 150)
+    wf = _fan_out("capped")
+    wf["steps"].append({"id": "beside", "agent": "a", "prompt": uuid.uuid4().hex})
+    report, state = run(wf, {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
+    assert state.is_completed(), state.message
+    assert len(seen) == 9 and max(seen) == 3
+    runs = wait_for_task_runs(report["flow_run_id"], 9)
+    assert sorted(r.name for r in runs) == sorted([f"each[{i}]" for i in range(8)] + ["beside"])
+
+
 def test_requests_past_the_clients_pool_wait_before_the_sdk_not_in_it(orchestra_env, openai_fake, monkeypatch):
     """More items than a client's connection pool: the rest wait in Orchestra's slots (no
     SDK timeout runs while they wait), so a large fan-out is never failed by its own queue."""
