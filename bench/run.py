@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import procstat  # noqa: E402  (bench/procstat.py)
+from home import bench_home  # noqa: E402  (bench/home.py)
 
 
 # ---------------------------------------------------------------------------
@@ -367,6 +368,9 @@ def main() -> int:
                         help="first wait (up to 15 min) for a quiet machine: no .ci/run, load below 1.0")
     parser.add_argument("--no-cache", action="store_true",
                         help="run Orchestra with the step cache off (what persisting each step's result costs)")
+    parser.add_argument("--home", type=Path, metavar="DIR",
+                        help="run in this Orchestra home and keep it (default: a new temporary one, removed at "
+                             "the end, so the server starts on an empty database)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every repeat's numbers as JSON")
     args = parser.parse_args()
@@ -382,25 +386,24 @@ def main() -> int:
             parser.error(f"--env {item}: expected NAME=VALUE")
         os.environ[key] = value
 
-    os.environ.setdefault("ORCHESTRA_HOME", str(ROOT / ".orchestra-bench"))
-    os.environ.pop("PREFECT_API_URL", None)  # always Orchestra's local server, started here
-    from orchestra import prefect_server, runtime
+    with bench_home(args.home):
+        from orchestra import prefect_server, runtime
 
-    runtime.configure(quiet_console=True)  # what `orchestra run` sets, nothing more
-    prefect_server.stop()  # a server left from an earlier run may run other code or settings
-    machine = _wait_quiet() if args.wait_quiet else ""
-    prefect_server.ensure(echo=print)
-    fake, url = start_fake(args.latency_ms)
-    os.environ["OPENAI_BASE_URL"] = f"{url}/v1"
-    os.environ["OPENAI_API_KEY"] = "bench"
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
-    try:
-        results = asyncio.run(measure(names, args.latency_ms, args.repeats, url, args.profile))
-    finally:
-        fake.terminate()
-        fake.wait(10)
-        prefect_server.stop()
+        runtime.configure(quiet_console=True)  # what `orchestra run` sets, nothing more
+        prefect_server.stop()  # a server left in a kept home may run other code or settings
+        machine = _wait_quiet() if args.wait_quiet else ""
+        prefect_server.ensure(echo=print)
+        fake, url = start_fake(args.latency_ms)
+        os.environ["OPENAI_BASE_URL"] = f"{url}/v1"
+        os.environ["OPENAI_API_KEY"] = "bench"
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        try:
+            results = asyncio.run(measure(names, args.latency_ms, args.repeats, url, args.profile))
+        finally:
+            fake.terminate()
+            fake.wait(10)
+            prefect_server.stop()
     if args.profile:
         print(f"profiles in {args.profile}: python bench/profile_top.py {args.profile}/*.txt")
         return 0

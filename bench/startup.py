@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from home import bench_home  # noqa: E402  (bench/home.py)
 
 ONE_STEP = {"name": "startup", "inputs": {"nonce": {"type": "string"}},
             "agents": {"a": {"model": "openai:bench-model"}},
@@ -93,34 +96,35 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workflow", help="a shipped workflow's name (default: a one-step openai workflow)")
     parser.add_argument("--importtime", action="store_true", help="also list the top imports of one more run")
+    parser.add_argument("--home", type=Path, metavar="DIR",
+                        help="run in this Orchestra home and keep it (default: a new temporary one, removed)")
     args = parser.parse_args()
 
-    os.environ.setdefault("ORCHESTRA_HOME", str(ROOT / ".orchestra-bench"))
-    os.environ.pop("PREFECT_API_URL", None)
-    from orchestra import prefect_server, runtime
+    with bench_home(args.home):
+        from orchestra import prefect_server, runtime
 
-    runtime.configure(quiet_console=True)
-    prefect_server.stop()
-    prefect_server.ensure(echo=print)
-    fake = None
-    if not args.workflow:
-        fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0"], cwd=ROOT,
-                                stdout=subprocess.PIPE, text=True)
-        line = fake.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise SystemExit(f"fake provider did not start: {line!r}")
-        url = line.split(" ", 1)[1]
-        os.environ.update(OPENAI_BASE_URL=f"{url}/v1", OPENAI_API_KEY="bench")
-    workflow = args.workflow or ONE_STEP
-    try:
-        asyncio.run(one(workflow, False))  # warm-up: the server's first flow run, the OS's file cache
-        runs = [asyncio.run(one(workflow, False)) for _ in range(args.runs)]
-        imports = asyncio.run(one(workflow, True))["imports"] if args.importtime else []
-    finally:
-        if fake is not None:
-            fake.terminate()
-            fake.wait(10)
+        runtime.configure(quiet_console=True)
         prefect_server.stop()
+        prefect_server.ensure(echo=print)
+        fake = None
+        if not args.workflow:
+            fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0"], cwd=ROOT,
+                                    stdout=subprocess.PIPE, text=True)
+            line = fake.stdout.readline().strip()
+            if not line.startswith("READY "):
+                raise SystemExit(f"fake provider did not start: {line!r}")
+            url = line.split(" ", 1)[1]
+            os.environ.update(OPENAI_BASE_URL=f"{url}/v1", OPENAI_API_KEY="bench")
+        workflow = args.workflow or ONE_STEP
+        try:
+            asyncio.run(one(workflow, False))  # warm-up: the server's first flow run, the OS's file cache
+            runs = [asyncio.run(one(workflow, False)) for _ in range(args.runs)]
+            imports = asyncio.run(one(workflow, True))["imports"] if args.importtime else []
+        finally:
+            if fake is not None:
+                fake.terminate()
+                fake.wait(10)
+            prefect_server.stop()
     name = args.workflow or "one openai step (fake, 0 ms)"
     print(f"A flow-run process (`python -m prefect.engine <id>`), {name}, {args.runs} runs after a warm-up, "
           f"{os.cpu_count()} cores: median (range).\n")
