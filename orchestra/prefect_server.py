@@ -74,7 +74,7 @@ def known_api() -> str | None:
     info = status()
     if info is None:
         return None
-    _use_api(info["url"], info.get("results_block"))
+    _use_api(info["url"])
     return info["url"]
 
 
@@ -122,47 +122,16 @@ def ensure(echo=None, timeout: float = 180.0, mode: str | None = None) -> str | 
             info = status()
             if info is None:
                 info = _start(echo, timeout)
-    _use_api(info["url"], info.get("results_block"))
+    _use_api(info["url"])
     return info["url"]
 
 
-def _use_api(url: str, results_block: str | None = None) -> None:
+def _use_api(url: str) -> None:
     """``PREFECT_API_URL`` for this process, also when Prefect is imported already (its
     settings are read once, at import: without the refresh this process would start an
-    ephemeral server of its own and the local server would never see its runs), and the
-    local server's results block as Prefect's default result storage when it has one."""
+    ephemeral server of its own and the local server would never see its runs)."""
     os.environ["PREFECT_API_URL"] = url
-    if results_block:
-        os.environ["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = results_block
-    elif os.environ.get("PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK") == RESULTS_BLOCK:
-        del os.environ["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"]  # another server's: this one has none
     refresh_prefect_settings()
-
-
-#: The step cache's results on the local server: a saved LocalFileSystem block over the
-#: same folder Prefect would use (``PREFECT_LOCAL_STORAGE_PATH``, the home's ``results``),
-#: Prefect's default result storage for the processes that use this server. Without a
-#: saved block, Prefect asks the server for its default storage in every flow run (a
-#: client of its own each time) and resolves every result's path against the file system
-#: five times per task run; with it, a result is stored by key under the block, read
-#: back by its id from any process. Measured: 21 -> 15 ms of client CPU per step
-#: (bench/README.md).
-RESULTS_BLOCK = "local-file-system/orchestra-results"
-
-
-def _save_results_block(url: str) -> bool:
-    """Save the results block on the server at ``url`` (idempotent); False if it could not."""
-    from prefect.filesystems import LocalFileSystem
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    folder = os.environ.get("PREFECT_LOCAL_STORAGE_PATH") or str(orchestra_home() / "results")
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            LocalFileSystem(basepath=folder).save(
-                RESULTS_BLOCK.split("/", 1)[1], overwrite=True, _sync=True)
-        return True
-    except Exception:  # the server's default storage still works, only slower
-        return False
 
 
 def _start(echo, timeout: float) -> dict:
@@ -185,8 +154,6 @@ def _start(echo, timeout: float) -> dict:
             raise RuntimeError(f"the local Prefect server exited (code {proc.returncode}); see {log}:\n{tail}")
         if _healthy(url):
             info = {"pid": proc.pid, "url": url, "ui": f"http://127.0.0.1:{port}", "log": str(log)}
-            if _save_results_block(url):
-                info["results_block"] = RESULTS_BLOCK
             _state_path().write_text(json.dumps(info))
             return info
         time.sleep(0.2)
