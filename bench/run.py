@@ -93,7 +93,9 @@ def depth(dag: dict[str, list[str]]) -> int:
 async def baseline(dag: dict[str, list[str]], base_url: str, nonce: str) -> float:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    # the SDK's own retries, two, as each Orchestra step here has (`retries: 2`): without them
+    # one connect timeout among 10,000 requests on a saturated machine ends the baseline
+    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=2)
     # at most the SDK's connection pool (1,000) in flight: 10,000 requests at once would wait
     # for a connection past the SDK's 5 s pool timeout and fail (fan10k)
     slots = asyncio.Semaphore(1000)
