@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import procstat  # noqa: E402  (bench/procstat.py)
-from home import bench_home  # noqa: E402  (bench/home.py)
+from harness import fake_openai, local_server  # noqa: E402  (bench/harness.py)
 
 
 # ---------------------------------------------------------------------------
@@ -168,15 +168,6 @@ def ledger_calls(flow_run_id: str) -> int:
 
 
 # ---------------------------------------------------------------------------
-
-
-def start_fake(latency_ms: int) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0",
-                             "--latency-ms", str(latency_ms)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        raise SystemExit(f"fake provider did not start: {line!r}")
-    return proc, line.split(" ", 1)[1]
 
 
 def set_latency(url: str, latency_ms: int) -> None:
@@ -388,24 +379,11 @@ def main() -> int:
             parser.error(f"--env {item}: expected NAME=VALUE")
         os.environ[key] = value
 
-    with bench_home(args.home):
-        from orchestra import prefect_server, runtime
-
-        runtime.configure(quiet_console=True)  # what `orchestra run` sets, nothing more
-        prefect_server.stop()  # a server left in a kept home may run other code or settings
-        machine = _wait_quiet() if args.wait_quiet else ""
-        prefect_server.ensure(echo=print)
-        fake, url = start_fake(args.latency_ms)
-        os.environ["OPENAI_BASE_URL"] = f"{url}/v1"
-        os.environ["OPENAI_API_KEY"] = "bench"
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-        try:
-            results = asyncio.run(measure(names, args.latency_ms, args.repeats, url, args.profile))
-        finally:
-            fake.terminate()
-            fake.wait(10)
-            prefect_server.stop()
+    machine = _wait_quiet() if args.wait_quiet else ""
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with local_server(args.home), fake_openai(args.latency_ms) as url:
+        results = asyncio.run(measure(names, args.latency_ms, args.repeats, url, args.profile))
     if args.profile:
         print(f"profiles in {args.profile}: python bench/profile_top.py {args.profile}/*.txt")
         return 0

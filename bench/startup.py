@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from home import bench_home  # noqa: E402  (bench/home.py)
+from harness import fake_openai, local_server  # noqa: E402  (bench/harness.py)
 
 ONE_STEP = {"name": "startup", "inputs": {"nonce": {"type": "string"}},
             "agents": {"a": {"model": "openai:bench-model"}},
@@ -100,31 +101,12 @@ def main() -> int:
                         help="run in this Orchestra home and keep it (default: a new temporary one, removed)")
     args = parser.parse_args()
 
-    with bench_home(args.home):
-        from orchestra import prefect_server, runtime
-
-        runtime.configure(quiet_console=True)
-        prefect_server.stop()
-        prefect_server.ensure(echo=print)
-        fake = None
-        if not args.workflow:
-            fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--port", "0"], cwd=ROOT,
-                                    stdout=subprocess.PIPE, text=True)
-            line = fake.stdout.readline().strip()
-            if not line.startswith("READY "):
-                raise SystemExit(f"fake provider did not start: {line!r}")
-            url = line.split(" ", 1)[1]
-            os.environ.update(OPENAI_BASE_URL=f"{url}/v1", OPENAI_API_KEY="bench")
-        workflow = args.workflow or ONE_STEP
-        try:
-            asyncio.run(one(workflow, False))  # warm-up: the server's first flow run, the OS's file cache
-            runs = [asyncio.run(one(workflow, False)) for _ in range(args.runs)]
-            imports = asyncio.run(one(workflow, True))["imports"] if args.importtime else []
-        finally:
-            if fake is not None:
-                fake.terminate()
-                fake.wait(10)
-            prefect_server.stop()
+    workflow = args.workflow or ONE_STEP
+    # a shipped workflow runs on its own model; the one-step workflow on the fake, at 0 ms
+    with local_server(args.home), (contextlib.nullcontext() if args.workflow else fake_openai()):
+        asyncio.run(one(workflow, False))  # warm-up: the server's first flow run, the OS's file cache
+        runs = [asyncio.run(one(workflow, False)) for _ in range(args.runs)]
+        imports = asyncio.run(one(workflow, True))["imports"] if args.importtime else []
     name = args.workflow or "one openai step (fake, 0 ms)"
     print(f"A flow-run process (`python -m prefect.engine <id>`), {name}, {args.runs} runs after a warm-up, "
           f"{os.cpu_count()} cores: median (range).\n")

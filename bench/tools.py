@@ -31,13 +31,15 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import local_server  # bench/harness.py
 
 
 async def measure(transport: str, calls: int) -> dict:
@@ -55,7 +57,7 @@ async def measure(transport: str, calls: int) -> dict:
     from ledger.store import Store
     from tests.fakes.mcp_server import MCPFake
 
-    store = Store(f"sqlite:///{tempfile.mkdtemp(prefix='bench-tools-')}/ledger.db")
+    store = Store(f"sqlite:///{Path(os.environ['ORCHESTRA_HOME']) / 'bench-tools.db'}")  # removed with the home
     bare_fake = MCPFake(transport, name="bare", process=transport == "http")
     orch_fake = MCPFake(transport, name="fake", process=transport == "http")
 
@@ -145,17 +147,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="pairs of calls (one bare, one through Orchestra)")
     args = parser.parse_args()
 
-    os.environ["ORCHESTRA_HOME"] = tempfile.mkdtemp(prefix="orchestra-bench-tools-")
-    os.environ.pop("PREFECT_API_URL", None)
-    from orchestra import prefect_server, runtime
-
-    runtime.configure(quiet_console=True)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    prefect_server.ensure(echo=print)
-    try:
+    with local_server():
         result = asyncio.run(measure(args.transport, args.calls))
-    finally:
-        prefect_server.stop()
     us = lambda xs: [x * 1e6 for x in xs]  # noqa: E731
     bare, orch = us(result["bare"]), us(result["orchestra"])
     excess = sorted(o - b for o, b in zip(orch, bare))
