@@ -28,6 +28,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.events import emit_event
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Failed, State
 from prefect.tasks import exponential_backoff
 
@@ -37,6 +38,7 @@ from flows import resilience, steps, supervision, templates
 from flows import tools as run_tools
 from flows.context import RunState, current_run, reset_run, set_run
 from flows.errors import StepError
+from flows.results import result_files
 from flows.spec import Workflow
 from flows.steps.approval import no_server_problem
 from flows.steps.base import StepContext, StepReport, StepResult
@@ -103,17 +105,29 @@ uncached_step_task = task(_attempt, name="step", task_run_name="{label}", persis
                           cache_policy=NO_CACHE, retry_condition_fn=_is_transient)
 
 
-@functools.lru_cache(maxsize=256)
 def _task_variant(retries: int, timeout: float | None, no_cache: bool, delay: float):
-    """The step task with a step's options. `with_options` builds a new Task (and reads
-    the function's source): done once per distinct option set, not once per step."""
-    options: dict[str, Any] = dict(
+    """The step task with a step's options; the cached variant keeps its results in
+    :class:`flows.results.ResultFiles` under Prefect's local storage path."""
+    storage = None if no_cache else str(get_current_settings().results.local_storage_path)
+    return _variant(retries, timeout, no_cache, delay, storage)
+
+
+@functools.lru_cache(maxsize=256)
+def _variant(retries: int, timeout: float | None, no_cache: bool, delay: float, storage: str | None):
+    """`with_options` builds a new Task (and reads the function's source): done once per
+    distinct option set, not once per step."""
+    variant = (uncached_step_task if no_cache else step_task).with_options(
         retries=retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=delay)(retries) if retries else 0,
         retry_jitter_factor=0.5,
         timeout_seconds=timeout,
     )
-    return (uncached_step_task if no_cache else step_task).with_options(**options)
+    if storage is not None:
+        # Set after the Task is built: its constructor takes only a saved block (for task
+        # workers, which load it from the server); these task runs run here, and Prefect's
+        # own default storage is as unsaved a LocalFileSystem as this one.
+        variant.result_storage = result_files(storage)
+    return variant
 
 
 # ---------------------------------------------------------------------------

@@ -248,6 +248,44 @@ def test_no_cache_calls_every_step_again(orchestra_env, openai_fake):
     assert openai_fake.request_count == 2 and report["steps"]["only"]["cached"] is False
 
 
+def test_a_step_result_is_one_file_that_prefects_own_storage_reads(orchestra_env, openai_fake, tmp_path):
+    """The step cache is a file under PREFECT_LOCAL_STORAGE_PATH, where Prefect's default
+    storage keeps results, in its format: a second run reads it instead of calling the
+    provider, and without it the provider is called again."""
+    import json
+
+    from prefect.filesystems import LocalFileSystem
+
+    wf = one_step(uuid.uuid4().hex)
+    first, state = run(wf)
+    assert state.is_completed(), state.message
+    results = tmp_path / "results"
+    files = [f for f in results.iterdir() if f.is_file()]
+    assert len(files) == 1
+    record = json.loads(LocalFileSystem(basepath=str(results)).read_path(files[0].name))
+    assert Path(record["metadata"]["storage_key"]).name == files[0].name
+    second, _ = run(wf)
+    assert second["steps"]["only"]["cached"] is True and openai_fake.request_count == 1
+    assert second["steps"]["only"]["output"] == first["steps"]["only"]["output"]
+    files[0].unlink()
+    third, _ = run(wf)
+    assert third["steps"]["only"]["cached"] is False and openai_fake.request_count == 2
+
+
+def test_result_files_find_paths_as_prefects_storage_does(tmp_path):
+    from prefect.filesystems import LocalFileSystem
+
+    from flows.results import ResultFiles
+
+    base = tmp_path / "results"
+    ours, prefects = ResultFiles(basepath=str(base)), LocalFileSystem(basepath=str(base))
+    for key in ("3f2a9c", "a.b-c_d", str(base / "3f2a9c"), "", None, "sub/key"):
+        assert ours._resolve_path(key) == prefects._resolve_path(key), key
+    for outside in ("../x", "/etc/passwd", "a/../../b", str(tmp_path / "other")):
+        with pytest.raises(ValueError, match="outside of the base path"):
+            ours._resolve_path(outside)
+
+
 def test_for_each_when_and_one_task_run_per_item(orchestra_env, openai_fake):
     topics = [uuid.uuid4().hex[:8] for _ in range(3)]
     report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": topics}, model="openai:gpt-4.1-mini")
