@@ -122,6 +122,61 @@ async def baseline(dag: dict[str, list[str]], base_url: str, nonce: str) -> floa
 
 
 # ---------------------------------------------------------------------------
+# bare Prefect: the baseline's calls, each one an async Prefect task run awaited from an
+# async flow (the cheapest of Prefect's task styles here), on the same local server. No
+# Orchestra code runs: this is the floor that a step as a Prefect task run stands on.
+
+_PREFECT: dict = {}
+
+
+def bare_prefect():
+    """The bare-Prefect flow (built once: Prefect registers a task's and a flow's source)."""
+    if "flow" in _PREFECT:
+        return _PREFECT["flow"]
+    from openai import AsyncOpenAI
+    from prefect import flow, task
+
+    @task(name="call", task_run_name="{sid}", retries=2)
+    async def call(sid: str, prompt: str) -> str:
+        reply = await _PREFECT["client"].chat.completions.create(
+            model="bench-model", messages=[{"role": "user", "content": prompt}])
+        return reply.choices[0].message.content
+
+    @flow(name="bench-prefect")
+    async def bare(dag: dict[str, list[str]], base_url: str, nonce: str) -> int:
+        _PREFECT["client"] = client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+        slots = asyncio.Semaphore(1000)  # as the baseline
+        futures: dict[str, asyncio.Task] = {}
+        outputs: dict[str, str] = {}
+
+        async def node(sid: str) -> None:
+            for dep in dag[sid]:
+                await futures[dep]
+            deps = dag[sid]
+            context = str(len(deps)) if len(deps) > 64 else " ".join(outputs[d][:40] for d in deps)
+            async with slots:
+                outputs[sid] = await call(sid, f"{nonce} {sid} {context}")
+
+        for sid in dag:
+            futures[sid] = asyncio.ensure_future(node(sid))
+        await asyncio.gather(*futures.values())
+        await client.close()
+        return len(outputs)
+
+    _PREFECT["flow"] = bare
+    return bare
+
+
+async def prefect_bare(dag: dict[str, list[str]], base_url: str, nonce: str) -> float:
+    t0 = time.perf_counter()
+    state = await bare_prefect()(dag, base_url, nonce, return_state=True)
+    wall = time.perf_counter() - t0
+    if not state.is_completed():
+        raise SystemExit(f"bare Prefect run failed: {state.message}")
+    return wall
+
+
+# ---------------------------------------------------------------------------
 # Orchestra: the same DAG as a workflow, every step a Prefect task run
 
 
@@ -143,6 +198,7 @@ def as_workflow(name: str, dag: dict[str, list[str]]) -> dict:
             "agents": {"bench": {"model": "openai:bench-model"}}, "steps": steps}
 
 
+BARE = True  # --no-prefect: without the bare-Prefect side
 NO_CACHE = False  # --no-cache: the step cache off (no result persisted per step), to measure what it costs
 LAST_RUN: list[str] = []  # the flow run id of the last Orchestra run
 
@@ -229,6 +285,27 @@ class Profiler:
             self.proc.wait(60)
 
 
+async def _on_server(server: list[int], idle: float, url: str, side, *args) -> dict:
+    """One run of a side that runs on the local Prefect server: its wall and client CPU,
+    the client's and the server's peak RSS, the server's CPU until it is idle again (its
+    idle rate taken off), the provider's requests."""
+    me = os.getpid()
+    procstat.reset_peak(me)
+    for pid in server:
+        procstat.reset_peak(pid)
+    requests0 = fake_requests(url)
+    s0, t0 = procstat.total_cpu(server), time.monotonic()
+    wall, cpu = await _timed(side)(*args)
+    rec = {"wall": wall, "cpu": cpu, "client_rss": procstat.peak_rss(me)}
+    rec["drain_s"] = procstat.wait_idle(server, idle)  # the server's backlog after the flow returned
+    s1, t1 = procstat.total_cpu(server), time.monotonic()
+    rec["server_cpu_raw"] = s1 - s0
+    rec["server_cpu"] = max(0.0, (s1 - s0) - idle * (t1 - t0))
+    rec["server_rss"] = max((procstat.peak_rss(p) for p in server), default=0)
+    rec["requests"] = fake_requests(url) - requests0
+    return rec
+
+
 async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
                   profile_dir: Path | None = None) -> dict:
     from orchestra.flow import run_workflow
@@ -250,6 +327,8 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
             # one warm-up of each (not for the 10,000-item run), then alternate so both see the same machine
             if name != "fan10k":
                 await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
+                if BARE and not profile_dir:
+                    await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
                 await orchestra(flow_fn, wf, uuid.uuid4().hex)
                 procstat.wait_idle(server, idle)
             for _ in range(1 if profile_dir else reps):
@@ -259,25 +338,18 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
                     rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
                     rec["baseline_rss"] = procstat.peak_rss(me)
                     await asyncio.sleep(0.5)
-                procstat.reset_peak(me)
-                for pid in server:
-                    procstat.reset_peak(pid)
+                    if BARE:
+                        bare = await _on_server(server, idle, url, prefect_bare, dag, f"{url}/v1", uuid.uuid4().hex)
+                        rec.update({f"prefect_{k}": v for k, v in bare.items()})
                 spies = []
                 if profile_dir:
                     spies = [Profiler(me, profile_dir / f"{name}-client.txt"),
                              Profiler(server[0], profile_dir / f"{name}-server.txt")]
                     for spy in spies:
                         spy.start()
-                requests0 = fake_requests(url)
-                s0, t0 = procstat.total_cpu(server), time.monotonic()
-                rec["orchestra"], rec["orchestra_cpu"] = await _timed(orchestra)(flow_fn, wf, uuid.uuid4().hex)
-                rec["client_rss"] = procstat.peak_rss(me)
-                rec["drain_s"] = procstat.wait_idle(server, idle)  # the server's backlog after the flow returned
-                s1, t1 = procstat.total_cpu(server), time.monotonic()
-                rec["server_cpu_raw"] = s1 - s0
-                rec["server_cpu"] = max(0.0, (s1 - s0) - idle * (t1 - t0))
-                rec["server_rss"] = max((procstat.peak_rss(p) for p in server), default=0)
-                rec["requests"] = fake_requests(url) - requests0
+                orch = await _on_server(server, idle, url, orchestra, flow_fn, wf, uuid.uuid4().hex)
+                rec.update(orchestra=orch["wall"], orchestra_cpu=orch["cpu"],
+                           **{k: v for k, v in orch.items() if k not in ("wall", "cpu")})
                 rec["ledger_calls"] = ledger_calls(LAST_RUN[0])
                 for spy in spies:
                     spy.stop()
@@ -307,10 +379,10 @@ def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
         f"its idle rate ({results['server_idle_cpu_per_s'] * 1000:.0f} ms/s) taken off."
         + (f" Settings: {' '.join(env)}." if env else "") + (" Step cache off." if NO_CACHE else ""),
         "",
-        "| workload | steps | critical path | bound (s) | baseline × bound | Orchestra × bound | Orchestra ÷ baseline "
-        "| excess ms/step at 0 ms | client CPU ms/step: baseline / Orchestra | server CPU ms/task run "
-        "| peak RSS MiB: baseline / client / server |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ("| workload | steps | critical path | bound (s) | baseline × bound | Orchestra × bound | Orchestra ÷ baseline "
+         "| bare Prefect ÷ baseline | excess ms/step at 0 ms | client CPU ms/step: baseline / bare Prefect / Orchestra "
+         "| server CPU ms/task run: bare Prefect / Orchestra | peak RSS MiB: baseline / client / server |"),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in results.items():
         if not isinstance(row, dict):
@@ -318,18 +390,22 @@ def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
         bound = row["depth"] * latency_ms / 1000
         runs, runs0 = row[latency_ms], row.get(0, [])
         n = row["steps"]
+        bare = all("prefect_wall" in r for r in runs)
+
+        def per(key: str, div: float, runs: list[dict] = runs) -> str:
+            return _span([r[key] * 1000 / div for r in runs], "{:.1f}") if all(key in r for r in runs) else "–"
+
         ratio = [r["orchestra"] / r["baseline"] for r in runs]
         excess = [(r["orchestra"] - r["baseline"]) * 1000 / n for r in runs0]
-        cpu_b = [r["baseline_cpu"] * 1000 / n for r in runs]
-        cpu_o = [r["orchestra_cpu"] * 1000 / n for r in runs]
-        server = [r["server_cpu"] * 1000 / row["task_runs"] for r in runs]
         rss = (f"{max(r['baseline_rss'] for r in runs) / 2**20:.0f} / {max(r['client_rss'] for r in runs) / 2**20:.0f}"
                f" / {max(r['server_rss'] for r in runs) / 2**20:.0f}")
         lines.append(
             f"| {name} | {n} | {row['depth']} | {bound:.2f} | {_span([r['baseline'] / bound for r in runs])} "
             f"| {_span([r['orchestra'] / bound for r in runs])} | {_span(ratio)} "
-            f"| {_span(excess, '{:.1f}') if excess else ''} | {_span(cpu_b, '{:.1f}')} / {_span(cpu_o, '{:.1f}')} "
-            f"| {_span(server, '{:.1f}')} | {rss} |")
+            f"| {_span([r['prefect_wall'] / r['baseline'] for r in runs]) if bare else '–'} "
+            f"| {_span(excess, '{:.1f}') if excess else ''} "
+            f"| {per('baseline_cpu', n)} / {per('prefect_cpu', n)} / {per('orchestra_cpu', n)} "
+            f"| {per('prefect_server_cpu', row['task_runs'])} / {per('server_cpu', row['task_runs'])} | {rss} |")
     return "\n".join(lines)
 
 
@@ -359,6 +435,8 @@ def main() -> int:
                              "run per workload, instead of measuring")
     parser.add_argument("--wait-quiet", action="store_true",
                         help="first wait (up to 15 min) for a quiet machine: no .ci/run, load below 1.0")
+    parser.add_argument("--no-prefect", action="store_true",
+                        help="leave out the bare-Prefect side (the same calls as Prefect tasks, no Orchestra)")
     parser.add_argument("--no-cache", action="store_true",
                         help="run Orchestra with the step cache off (what persisting each step's result costs)")
     parser.add_argument("--home", type=Path, metavar="DIR",
@@ -371,8 +449,8 @@ def main() -> int:
         args.latency_ms, args.repeats = 50, 1
         args.only = args.only or ["wide", "chain"]
     names = args.only or [n for n in WORKLOADS if n != "fan10k" or args.scale]
-    global NO_CACHE
-    NO_CACHE = args.no_cache
+    global NO_CACHE, BARE
+    NO_CACHE, BARE = args.no_cache, not args.no_prefect
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
