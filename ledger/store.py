@@ -14,7 +14,9 @@ ledger goes through ``ledger.queries``.
 
 Writes of calls never block the caller: :meth:`Store.record_call` only puts the
 record on an in-memory queue (a few µs); one background writer thread per Store
-commits the queue in batches (each batch one transaction, so each row is atomic).
+commits the queue in batches, each batch one transaction (so each row is atomic): what
+is queued while it commits, and, when nothing waits for the batch, what arrives within
+``GROUP_S`` (50 ms) of its first record.
 :meth:`Store.flush` waits until everything queued so far is committed;
 ``finish_run`` and the read queries flush first, and an ``atexit`` hook flushes
 every Store before the interpreter exits.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -66,6 +69,10 @@ UTC = timezone.utc
 COST_GROUPS = ("model", "agent", "workflow", "day")
 MAX_ERROR_CHARS = 20_000
 MAX_BATCH = 500
+# A batch that nobody waits for yet takes what else arrives within this time (s): records
+# come one after another in a run of sequential steps, and each transaction costs more
+# than its rows do. A mark's wake-up, a flush or the end of the process commits at once.
+GROUP_S = 0.05
 # pg_advisory_xact_lock key that serializes concurrent migrations (any constant).
 _PG_MIGRATE_LOCK = 7_267_001_842
 _RUNS = Run.__table__
@@ -154,6 +161,32 @@ def _finite(x: Any) -> float:
     return x if math.isfinite(x) else 0.0  # NaN/inf would poison every SUM
 
 
+@functools.lru_cache(maxsize=4)
+def _rollup_upsert(dialect: Any) -> Any:
+    """Add call rows' sums to ``call_rollup``: one INSERT ... ON CONFLICT DO UPDATE, the same
+    on SQLite and PostgreSQL, as text (SQLAlchemy's dialect upserts are compiled anew on
+    every execution; a text statement is compiled once)."""
+    quote = dialect.identifier_preparer.quote
+    table, keys = quote(_ROLLUP.name), ("day", "workflow", "step", "model", "agent")
+    columns = keys + _ROLLUP_SUMS
+    return text(f"INSERT INTO {table} ({', '.join(map(quote, columns))}) "
+                f"VALUES ({', '.join(':' + c for c in columns)}) "
+                f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET "
+                + ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in _ROLLUP_SUMS))
+
+
+@functools.lru_cache(maxsize=64)
+def _step_update(columns: tuple[str, ...], started: bool) -> Any:
+    """The update of one step's row that sets ``columns`` (parameters ``v_<column>``; the
+    step ``k_run``, ``k_step``); with ``started``, the first RUNNING wins (a retry does not
+    move it). One statement per set of columns, so it is compiled once."""
+    values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=_STEPS.c[c].type) for c in columns}
+    if started:
+        values["started"] = func.coalesce(_STEPS.c.started, bindparam("v_started", type_=_STEPS.c.started.type))
+    return (update(_STEPS).where(_STEPS.c.flow_run_id == bindparam("k_run"), _STEPS.c.step == bindparam("k_step"))
+            .values(values))
+
+
 # --------------------------------------------------------------------------- store
 
 
@@ -175,6 +208,7 @@ class Store(ResilienceStore, TaskStore, AccessStore):
         self._dblock: Any = threading.RLock() if is_memory_sqlite(self.url) else None
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._workflows: dict[str, str] = {}  # run -> workflow, for the rollup (read once per run)
         self._reset_writer()
         self.write_errors = 0
         self.last_write_error: str | None = None
@@ -507,6 +541,7 @@ class Store(ResilienceStore, TaskStore, AccessStore):
             drops: set[str] = set()
             events: list[Any] = []  # each with set(): threading.Event or _Signal's target
             stop = False
+            deadline = 0.0
             while True:
                 if item is _STOP:
                     stop = True
@@ -531,38 +566,80 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
-                    break
-            if opens or drops:  # a mark whose attempt ended (or was dropped) in this batch is never written
-                ended = {c.key for c, _ in batch if c.key} | drops
-                try:
-                    self._write_opens([o for o in opens if o.key not in ended],
-                                      drops - {o.key for o in opens})
-                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
-                    self._write_failed(len(opens) + len(drops), exc)
-            if batch:
-                try:
-                    self._write_batch(batch, skip_open={o.key for o in opens})
-                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
-                    self._write_failed(len(batch), exc)
-            if tools:
-                try:
-                    self._write_tool_calls(tools)
-                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
-                    self._write_failed(len(tools), exc)
-            if steps:
-                try:
-                    self._write_steps(steps)
-                except BaseException as exc:  # pragma: no cover - last resort, keep the thread
-                    self._write_failed(len(steps), exc)
-            if beats:
-                try:
-                    self._write_beats(beats)
-                except BaseException as exc:  # pragma: no cover - a missed heartbeat is the next one's
-                    log.debug("orchestra store: heartbeat not written: %s", exc)
+                    if events:  # somebody waits (an attempt for its mark, a flush): commit now
+                        break
+                    deadline = deadline or time.monotonic() + GROUP_S
+                    try:
+                        item = q.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+            try:
+                self._commit(batch, opens, drops, tools, steps, beats)
+            except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                self._write_failed(len(batch) + len(opens) + len(tools) + len(steps), exc)
             for ev in events:
                 ev.set()
             if stop:
                 return
+
+    def _commit(self, batch: list[tuple[CallRecord, datetime]], opens: list[CallRecord], drops: set[str],
+                tools: list[ToolCallRecord], steps: list[StepState], beats: list[_Beat]) -> None:
+        """What one batch holds, in one transaction: in-flight marks, call rows (with the
+        marks they close and the rollup), tool calls, step states, heartbeats, in that order.
+        A transaction is a BEGIN, locks and a write of the WAL, the larger part of a small
+        batch's cost; a run of steps one after another makes batches of one or two records.
+        When the transaction fails (a row of an unknown run, a malformed value), each kind
+        is written on its own, and each of those falls back to one row at a time."""
+        ended = {c.key for c, _ in batch if c.key} | drops  # a mark whose attempt ended here is never written
+        open_rows = self._rows(self._open_row, [o for o in opens if o.key not in ended])
+        drops = drops - {o.key for o in opens}
+        call_rows, keys = self._call_rows(batch, skip_open={o.key for o in opens})
+        tool_rows = self._rows(self._tool_row, tools)
+        merged, first = {}, {}
+        try:
+            merged, first = self._merge_steps(steps)
+        except Exception as exc:  # a malformed state must not sink the batch
+            self._write_failed(len(steps), exc)
+        latest = self._merge_beats(beats)
+        if not (open_rows or drops or call_rows or tool_rows or merged or latest):
+            return
+        try:
+            with self._write() as conn:
+                if drops:
+                    conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(sorted(drops))))
+                if open_rows:
+                    conn.execute(insert(_OPEN), open_rows)
+                if call_rows:
+                    self._insert_calls(conn, call_rows, keys)
+                if tool_rows:
+                    conn.execute(insert(_TOOL_CALLS), tool_rows)
+                self._upsert_steps(conn, merged, first)
+                self._update_beats(conn, latest)
+            return
+        except Exception:
+            pass
+        for write, args in ((self._write_opens, (open_rows, drops)), (self._write_calls, (call_rows, keys)),
+                            (self._write_tool_rows, (tool_rows,)), (self._write_steps, (merged, first))):
+            try:
+                write(*args)
+            except BaseException as exc:  # pragma: no cover - last resort, keep the thread
+                self._write_failed(len(args[0]), exc)
+        try:
+            if latest:
+                with self._write() as conn:
+                    self._update_beats(conn, latest)
+        except Exception as exc:  # a missed heartbeat is the next one's
+            log.debug("orchestra store: heartbeat not written: %s", exc)
+
+    def _rows(self, make: Any, records: list[Any]) -> list[dict[str, Any]]:
+        """``make(record)`` of each record; a malformed one is counted and left out."""
+        rows = []
+        for record in records:
+            try:
+                rows.append(make(record))
+            except Exception as exc:  # a malformed record must not sink the batch
+                self._write_failed(1, exc)
+        return rows
 
     @staticmethod
     def _row(call: CallRecord, created: datetime) -> dict[str, Any]:
@@ -589,7 +666,8 @@ class Store(ResilienceStore, TaskStore, AccessStore):
             "created": created,
         }
 
-    def _write_batch(self, batch: list[tuple[CallRecord, datetime]], skip_open: set[str] = frozenset()) -> None:
+    def _call_rows(self, batch: list[tuple[CallRecord, datetime]],
+                   skip_open: set[str]) -> tuple[list[dict[str, Any]], list[str | None]]:
         rows, keys = [], []
         for call, created in batch:
             try:
@@ -597,6 +675,11 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 keys.append(call.key if call.key not in skip_open else None)
             except Exception as exc:  # a malformed record must not sink the batch
                 self._write_failed(1, exc)
+        return rows, keys
+
+    def _write_calls(self, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
+        """Call rows in one transaction of their own (retried when the database is busy),
+        else one by one."""
         if not rows:
             return
         delays = (0.05, 0.25, 1.0)
@@ -632,12 +715,15 @@ class Store(ResilienceStore, TaskStore, AccessStore):
         conn.execute(insert(_CALLS), rows)
         if closed := [k for k in keys if k]:
             conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(closed)))
-        run_ids = sorted({r["flow_run_id"] for r in rows})
-        workflows = dict(conn.execute(select(_RUNS.c.flow_run_id, _RUNS.c.workflow)
-                                      .where(_RUNS.c.flow_run_id.in_(run_ids))).all())
+        workflows = {r["flow_run_id"]: self._workflows.get(r["flow_run_id"]) for r in rows}
+        if unknown := sorted(run_id for run_id, name in workflows.items() if name is None):
+            found = dict(conn.execute(select(_RUNS.c.flow_run_id, _RUNS.c.workflow)
+                                      .where(_RUNS.c.flow_run_id.in_(unknown))).all())
+            workflows.update(found)
+            self._workflows.update(found)  # a run's workflow never changes
         sums: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
         for r in rows:
-            key = (aware(r["created"]).strftime("%Y-%m-%d"), workflows.get(r["flow_run_id"], ""), r["step"],
+            key = (aware(r["created"]).strftime("%Y-%m-%d"), workflows.get(r["flow_run_id"]) or "", r["step"],
                    r["model"], r["agent"] or "")
             acc = sums.setdefault(key, dict.fromkeys(_ROLLUP_SUMS, 0))
             ok = r["status"] == "ok"  # an error, or an interrupted attempt, is a failure
@@ -655,16 +741,8 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 acc["unpriced_calls"] += 1
                 acc["unpriced_input_tokens"] += r["input_tokens"]
                 acc["unpriced_output_tokens"] += r["output_tokens"]
-        if self.backend == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
         values = [dict(zip(("day", "workflow", "step", "model", "agent"), key), **acc) for key, acc in sums.items()]
-        stmt = upsert(_ROLLUP)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["day", "workflow", "step", "model", "agent"],
-            set_={k: getattr(_ROLLUP.c, k) + getattr(stmt.excluded, k) for k in _ROLLUP_SUMS})
-        conn.execute(stmt, values)
+        conn.execute(_rollup_upsert(self.engine.dialect), values)
 
     @staticmethod
     def _open_row(call: CallRecord) -> dict[str, Any]:
@@ -673,23 +751,26 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 "purpose": call.purpose, "kind": call.kind, "image": call.image, "priced": bool(call.priced),
                 "created": aware(call.created)}
 
-    def _write_opens(self, opens: list[CallRecord], drops: set[str]) -> None:
+    def _write_opens(self, rows: list[dict[str, Any]], drops: set[str]) -> None:
         if drops:
             with self._write() as conn:
                 conn.execute(delete(_OPEN).where(_OPEN.c.key.in_(sorted(drops))))
-        if not opens:
+        self._insert_each(_OPEN, rows)
+
+    def _insert_each(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        """Rows into ``table`` in one transaction, else one by one (e.g. one of an unknown run)."""
+        if not rows:
             return
-        rows = [self._open_row(o) for o in opens]
         try:
             with self._write() as conn:
-                conn.execute(insert(_OPEN), rows)
+                conn.execute(insert(table), rows)
             return
-        except Exception:  # e.g. one of an unknown run: the others one by one
+        except Exception:
             pass
         for row in rows:
             try:
                 with self._write() as conn:
-                    conn.execute(insert(_OPEN), [row])
+                    conn.execute(insert(table), [row])
             except Exception as exc:
                 self._write_failed(1, exc, row)
 
@@ -727,30 +808,13 @@ class Store(ResilienceStore, TaskStore, AccessStore):
             "created": aware(call.created),
         }
 
-    def _write_tool_calls(self, calls: list[ToolCallRecord]) -> None:
-        rows = []
-        for call in calls:
-            try:
-                rows.append(self._tool_row(call))
-            except Exception as exc:  # a malformed record must not sink the batch
-                self._write_failed(1, exc)
-        if not rows:
-            return
-        try:
-            with self._write() as conn:
-                conn.execute(insert(_TOOL_CALLS), rows)
-            return
-        except Exception:  # e.g. one row of an unknown run: write the others one by one
-            pass
-        for row in rows:
-            try:
-                with self._write() as conn:
-                    conn.execute(insert(_TOOL_CALLS), [row])
-            except Exception as exc:
-                self._write_failed(1, exc, row)
+    def _write_tool_rows(self, rows: list[dict[str, Any]]) -> None:
+        self._insert_each(_TOOL_CALLS, rows)
 
-    def _write_steps(self, steps: list[StepState]) -> None:
-        """Upsert step states in one transaction, in order: a later state of a step replaces
+    @staticmethod
+    def _merge_steps(steps: list[StepState]) -> tuple[dict[tuple[str, str], dict[str, Any]],
+                                                      dict[tuple[str, str], StepState]]:
+        """Step states in order, one set of values per step: a later state of a step replaces
         an earlier one; ``started`` is its first RUNNING, ``ended`` its final state."""
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         created: dict[tuple[str, str], StepState] = {}
@@ -768,31 +832,45 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 values.setdefault("started", aware(st.at))
             if st.state in FINAL_STEP_STATES:
                 values["ended"] = aware(st.at)
-        with self._write() as conn:
-            for (run_id, step), values in merged.items():
-                started = values.pop("started", None)
-                update_values = dict(values)
-                if started is not None:  # the first RUNNING wins (a retry does not move it)
-                    update_values["started"] = func.coalesce(_STEPS.c.started, started)
-                done = conn.execute(update(_STEPS).where(_STEPS.c.flow_run_id == run_id, _STEPS.c.step == step)
-                                    .values(**update_values))
-                if done.rowcount == 0:
-                    first = created[(run_id, step)]
-                    conn.execute(insert(_STEPS).values(flow_run_id=run_id, step=step, position=first.position,
-                                                       depends_on=list(first.depends_on), started=started,
-                                                       **values))
+        return merged, created
 
-    def _write_beats(self, beats: list[_Beat]) -> None:
+    def _write_steps(self, merged: dict[tuple[str, str], dict[str, Any]],
+                     created: dict[tuple[str, str], StepState]) -> None:
+        if merged:
+            with self._write() as conn:
+                self._upsert_steps(conn, merged, created)
+
+    @staticmethod
+    def _upsert_steps(conn: Connection, merged: dict[tuple[str, str], dict[str, Any]],
+                      created: dict[tuple[str, str], StepState]) -> None:
+        for (run_id, step), given in merged.items():
+            values = dict(given)
+            started = values.pop("started", None)
+            params = {f"v_{k}": v for k, v in values.items()}
+            if started is not None:
+                params["v_started"] = started
+            done = conn.execute(_step_update(tuple(values), started is not None),
+                                dict(params, k_run=run_id, k_step=step))
+            if done.rowcount == 0:
+                first = created[(run_id, step)]
+                conn.execute(insert(_STEPS), dict(values, flow_run_id=run_id, step=step, position=first.position,
+                                                  depends_on=list(first.depends_on), started=started))
+
+    @staticmethod
+    def _merge_beats(beats: list[_Beat]) -> dict[str, dict[str, Any]]:
         latest: dict[str, dict[str, Any]] = {}
         for b in beats:
             values = latest.setdefault(b.flow_run_id, {})
             values["heartbeat"] = b.at
             if b.pid is not None:
                 values.update(pid=b.pid, host=b.host)
-        with self._write() as conn:
-            for run_id, values in latest.items():
-                conn.execute(update(_RUNS).where(_RUNS.c.flow_run_id == run_id, _RUNS.c.state == "RUNNING")
-                             .values(**values))
+        return latest
+
+    @staticmethod
+    def _update_beats(conn: Connection, latest: dict[str, dict[str, Any]]) -> None:
+        for run_id, values in latest.items():
+            conn.execute(update(_RUNS).where(_RUNS.c.flow_run_id == run_id, _RUNS.c.state == "RUNNING")
+                         .values(**values))
 
     def _write_failed(self, n: int, exc: BaseException, row: Mapping[str, Any] | None = None) -> None:
         self.write_errors += n
