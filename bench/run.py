@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -174,8 +175,12 @@ async def prefect_bare(dag: dict[str, list[str]], base_url: str, nonce: str) -> 
     state = await bare_prefect()(dag, base_url, nonce, return_state=True)
     wall = time.perf_counter() - t0
     if not state.is_completed():
-        raise SystemExit(f"bare Prefect run failed: {state.message}")
+        raise BareFailed(str(state.message))
     return wall
+
+
+class BareFailed(RuntimeError):
+    """The bare-Prefect run did not complete (recorded in the table; the rest goes on)."""
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +205,10 @@ def as_workflow(name: str, dag: dict[str, list[str]]) -> dict:
             "agents": {"bench": {"model": "openai:bench-model"}}, "steps": steps}
 
 
-BARE = True  # --no-prefect: without the bare-Prefect side
+# --no-prefect: without the bare-Prefect side. It never runs fan10k: 1,000 bare task runs at
+# once failed there three times in three (connect timeouts, retries exhausted), and the loaded
+# machine it left made the Orchestra run after it fail too (bench/README.md).
+BARE = True
 NO_CACHE = False  # --no-cache: the step cache off (no result persisted per step), to measure what it costs
 LAST_RUN: list[str] = []  # the flow run id of the last Orchestra run
 
@@ -330,7 +338,8 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
             if name != "fan10k":
                 await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
                 if BARE and not profile_dir:
-                    await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
+                    with contextlib.suppress(BareFailed):  # the measured run records a failure
+                        await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
                 await orchestra(flow_fn, wf, uuid.uuid4().hex)
                 procstat.wait_idle(server, idle)
             for _ in range(1 if profile_dir else reps):
@@ -340,9 +349,15 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
                     rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
                     rec["baseline_rss"] = procstat.peak_rss(me)
                     await asyncio.sleep(0.5)
-                    if BARE:
-                        bare = await _on_server(server, idle, url, prefect_bare, dag, f"{url}/v1", uuid.uuid4().hex)
-                        rec.update({f"prefect_{k}": v for k, v in bare.items()})
+                    if BARE and name != "fan10k":  # see BARE
+                        try:
+                            bare = await _on_server(server, idle, url, prefect_bare, dag, f"{url}/v1",
+                                                    uuid.uuid4().hex)
+                            rec.update({f"prefect_{k}": v for k, v in bare.items()})
+                        except BareFailed as exc:
+                            rec["prefect_failed"] = str(exc)[:300]
+                            print(f"{name}: the bare-Prefect run failed: {exc}", file=sys.stderr)
+                            procstat.wait_idle(server, idle)
                 spies = []
                 if profile_dir:
                     spies = [Profiler(me, profile_dir / f"{name}-client.txt"),
@@ -393,6 +408,7 @@ def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
         runs, runs0 = row[latency_ms], row.get(0, [])
         n = row["steps"]
         bare = all("prefect_wall" in r for r in runs)
+        bare_failed = "failed" if any("prefect_failed" in r for r in runs) else "–"
 
         def per(key: str, div: float, runs: list[dict] = runs) -> str:
             return _span([r[key] * 1000 / div for r in runs], "{:.1f}") if all(key in r for r in runs) else "–"
@@ -404,7 +420,7 @@ def report(results: dict, latency_ms: int, repeats: int, env: list[str]) -> str:
         lines.append(
             f"| {name} | {n} | {row['depth']} | {bound:.2f} | {_span([r['baseline'] / bound for r in runs])} "
             f"| {_span([r['orchestra'] / bound for r in runs])} | {_span(ratio)} "
-            f"| {_span([r['prefect_wall'] / r['baseline'] for r in runs]) if bare else '–'} "
+            f"| {_span([r['prefect_wall'] / r['baseline'] for r in runs]) if bare else bare_failed} "
             f"| {_span(excess, '{:.1f}') if excess else ''} "
             f"| {per('baseline_cpu', n)} / {per('prefect_cpu', n)} / {per('orchestra_cpu', n)} "
             f"| {per('prefect_server_cpu', row['task_runs'])} / {per('server_cpu', row['task_runs'])} | {rss} |")
