@@ -81,6 +81,7 @@ _OPEN = OpenCall.__table__
 _STEPS = Step.__table__
 _TOOL_CALLS = ToolCall.__table__
 _ROLLUP = CallRollup.__table__
+_ROLLUP_KEYS = ("day", "workflow", "step", "model", "agent")  # call_rollup's primary key, in this order
 _ROLLUP_SUMS = ("calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
                 "error_cost_usd", "unpriced_calls", "unpriced_input_tokens", "unpriced_output_tokens", "ok_calls",
                 "ok_latency_ms")
@@ -167,7 +168,7 @@ def _rollup_upsert(dialect: Any) -> Any:
     on SQLite and PostgreSQL, as text (SQLAlchemy's dialect upserts are compiled anew on
     every execution; a text statement is compiled once)."""
     quote = dialect.identifier_preparer.quote
-    table, keys = quote(_ROLLUP.name), ("day", "workflow", "step", "model", "agent")
+    table, keys = quote(_ROLLUP.name), _ROLLUP_KEYS
     columns = keys + _ROLLUP_SUMS
     return text(f"INSERT INTO {table} ({', '.join(map(quote, columns))}) "
                 f"VALUES ({', '.join(':' + c for c in columns)}) "
@@ -741,7 +742,7 @@ class Store(ResilienceStore, TaskStore, AccessStore):
                 acc["unpriced_calls"] += 1
                 acc["unpriced_input_tokens"] += r["input_tokens"]
                 acc["unpriced_output_tokens"] += r["output_tokens"]
-        values = [dict(zip(("day", "workflow", "step", "model", "agent"), key), **acc) for key, acc in sums.items()]
+        values = [dict(zip(_ROLLUP_KEYS, key), **acc) for key, acc in sums.items()]
         conn.execute(_rollup_upsert(self.engine.dialect), values)
 
     @staticmethod
