@@ -9,18 +9,22 @@ path and the key each time (a ``realpath``: an ``lstat`` per path component); a 
 is three thread hops (open, write, close). Here the base path is resolved once per
 process, and a key that is one plain file name (a cache key, a ``uuid4().hex``) is
 joined to it; any other path (``..``, a separator, ``~``) goes through Prefect's own
-check. The files, and the records in them, are the ones Prefect's default storage
-writes: a cache written by either is read by the other.
+check. The write is one hop on anyio's worker threads, as Prefect's writes are, never
+on the loop's default executor: asyncio resolves every new connection's host name
+there (six threads on two cores), and a fan-out's thousand writes queued in front of
+those look-ups hold up the provider's and the API's new connections. The files, and
+the records in them, are the ones Prefect's default storage writes: a cache written
+by either is read by the other.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import re
 from pathlib import Path
 
+import anyio.to_thread
 from prefect.filesystems import LocalFileSystem
 
 __all__ = ["ResultFiles", "result_files"]
@@ -61,7 +65,7 @@ class ResultFiles(LocalFileSystem):
 
     async def awrite_path(self, path: str, content: bytes) -> str:
         resolved = self._resolve_path(path)
-        await asyncio.to_thread(_write, resolved, content)
+        await anyio.to_thread.run_sync(_write, resolved, content)
         return str(resolved)
 
 

@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from core.settings import settings
 from flows.errors import StepError
 from flows.steps import process
@@ -62,7 +64,7 @@ class CommandKind(process.ProcessKind):
             cwd = inside(repo, spec.workdir or ".", "workdir")
         except PathProblem as exc:
             raise StepError(f"step '{step.id}': command.workdir: {exc}") from None
-        digest = await asyncio.to_thread(content_digest, cwd)
+        digest = await anyio.to_thread.run_sync(content_digest, cwd)
         runs = [(label, {"step": step.id, **rendered, "repo": str(repo), "cwd": str(cwd), "digest": digest,
                          "network": spec.network, "sandbox": spec.sandbox, "timeout": step.timeout,
                          "allow_failure": step.allow_failure, "output_schema": step.output_schema})

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from core.settings import settings
 from flows.context import current_run
@@ -93,7 +94,7 @@ class ContainerKind(process.ProcessKind):
             hosts = [(inside(repo, host, "mount"), path) for host, path in spec.mounts.items()]
         except PathProblem as exc:
             raise StepError(f"step '{step.id}': container.mounts: {exc}") from None
-        digests = await asyncio.gather(*(asyncio.to_thread(content_digest, h) for h, _ in hosts))
+        digests = await asyncio.gather(*(anyio.to_thread.run_sync(content_digest, h) for h, _ in hosts))
         mounts = [[str(h), path, d] for (h, path), d in zip(hosts, digests)]
         runs = []
         for label, rendered in self.render(step, ctx):
@@ -249,7 +250,7 @@ async def _export(ctr: Any, params: dict[str, Any], flow_run_id: str) -> list[st
     files = []
     for path in params["outputs"]:
         dest = folder / path.lstrip("/")
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(lambda: dest.parent.mkdir(parents=True, exist_ok=True))
         try:
             files.append(await ctr.file(path).export(str(dest)))
         except dagger.QueryError as exc:

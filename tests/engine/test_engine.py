@@ -286,6 +286,33 @@ def test_result_files_find_paths_as_prefects_storage_does(tmp_path):
             ours._resolve_path(outside)
 
 
+def test_a_result_write_does_not_wait_behind_the_loops_default_executor(tmp_path):
+    """asyncio resolves every new connection's host name on the loop's default executor
+    (6 threads on 2 cores): a step result's write must not queue there, or a fan-out of a
+    thousand writes delays the provider's connections into connect timeouts. Here that
+    executor's one thread is busy until the write is done; the write must not need it."""
+    import concurrent.futures
+    import threading
+
+    from flows.results import ResultFiles
+
+    files = ResultFiles(basepath=str(tmp_path / "results"))
+
+    async def write_while_the_default_executor_is_busy() -> str:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        release = threading.Event()
+        busy = loop.run_in_executor(None, release.wait, 30)
+        try:
+            return await asyncio.wait_for(files.awrite_path("k1", b"result"), 10)
+        finally:
+            release.set()
+            await busy
+
+    written = asyncio.run(write_while_the_default_executor_is_busy())
+    assert Path(written).read_bytes() == b"result" and Path(written).name == "k1"
+
+
 def test_for_each_when_and_one_task_run_per_item(orchestra_env, openai_fake):
     topics = [uuid.uuid4().hex[:8] for _ in range(3)]
     report, state = run(str(WORKFLOWS / "fan-out.yaml"), {"topics": topics}, model="openai:gpt-4.1-mini")
