@@ -669,14 +669,12 @@ class Store(ResilienceStore, TaskStore, AccessStore):
 
     def _call_rows(self, batch: list[tuple[CallRecord, datetime]],
                    skip_open: set[str]) -> tuple[list[dict[str, Any]], list[str | None]]:
-        rows, keys = [], []
-        for call, created in batch:
-            try:
-                rows.append(self._row(call, created))
-                keys.append(call.key if call.key not in skip_open else None)
-            except Exception as exc:  # a malformed record must not sink the batch
-                self._write_failed(1, exc)
-        return rows, keys
+        def row_and_key(item: tuple[CallRecord, datetime]) -> tuple[dict[str, Any], str | None]:
+            call, created = item
+            return self._row(call, created), (call.key if call.key not in skip_open else None)
+
+        pairs = self._rows(row_and_key, batch)
+        return [row for row, _ in pairs], [key for _, key in pairs]
 
     def _write_calls(self, rows: list[dict[str, Any]], keys: list[str | None]) -> None:
         """Call rows in one transaction of their own (retried when the database is busy),
