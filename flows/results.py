@@ -10,9 +10,8 @@ is three thread hops (open, write, close). Here the base path is resolved once p
 process, and a key that is one plain file name (a cache key, a ``uuid4().hex``) is
 joined to it; any other path (``..``, a separator, ``~``) goes through Prefect's own
 check. The write is one hop on anyio's worker threads, as Prefect's writes are, never
-on the loop's default executor: asyncio resolves every new connection's host name
-there (six threads on two cores), and a fan-out's thousand writes queued in front of
-those look-ups hold up the provider's and the API's new connections. The files, and
+on the loop's default executor: asyncio resolves new connections' host names there
+(six threads on two cores), and a write queued there would delay them. The files, and
 the records in them, are the ones Prefect's default storage writes: a cache written
 by either is read by the other.
 """
