@@ -15,8 +15,10 @@ What the run's steps share is closed by the engine when the run ends:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ from flows import progress
 from flows.resources import RunResources
 
 MARK_WAIT_S = 2.0  # the longest an attempt waits for its in-flight mark to be committed
+STARTING = 32  # a run's step task runs that start in one pass of the event loop (StartPacer)
 
 __all__ = ["RunState", "current_run", "set_run", "reset_run"]
 
@@ -47,6 +50,8 @@ class RunState:
     # at most `max_task_runs` step task runs of this run at once: thousands started together
     # keep the loop too busy to serve its own connections (their connect timeouts fire)
     task_runs: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(settings().max_task_runs))
+    # at most STARTING of them start per pass of the event loop (StartPacer)
+    starting: StartPacer = field(default_factory=lambda: StartPacer(STARTING))
 
     def step_changed(self, step: str, state: str, info: dict[str, Any] | None = None, **fields: Any) -> None:
         """A step's new state: the listeners hear it, the ledger keeps it (``fields``:
@@ -102,6 +107,55 @@ class RunState:
 
             self.registry = load_registry()
         return self.registry
+
+
+class StartPacer:
+    """At most ``per_pass`` callers of :meth:`turn` go on in one pass of the event loop;
+    the others wait, first come first served, for the next passes.
+
+    Prefect's start of a task run (the run, its Pending and Running states and their
+    events, the cache lookup: 3-5 ms of CPU) does not yield to the loop, nor does a step's
+    body until its first request is out. A fan-out's items admitted together would all do
+    that in one pass, and for that pass the loop reads no socket: with a thousand items,
+    3.5-10 s (bench/README.md), long enough for connects made just before it to time out,
+    five in a row to open the provider's breaker and the whole fan-out to fail."""
+
+    __slots__ = ("per_pass", "_used", "_waiting", "_next_pass_due")
+
+    def __init__(self, per_pass: int):
+        self.per_pass = per_pass
+        self._used = 0  # turns given in this pass
+        self._waiting: deque[asyncio.Future] = deque()
+        self._next_pass_due = False
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._next_pass_due:  # the count starts again in the next pass
+            self._next_pass_due = True
+            loop.call_soon(self._next_pass, loop)
+        if self._used < self.per_pass and not self._waiting:
+            self._used += 1
+            return
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+            raise
+
+    def _next_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._used = 0
+        while self._waiting and self._used < self.per_pass:  # they go on in the pass after this one
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._used += 1
+        self._next_pass_due = bool(self._waiting)
+        if self._next_pass_due:
+            loop.call_soon(self._next_pass, loop)
 
 
 def _resolve(future: asyncio.Future) -> None:

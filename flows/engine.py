@@ -298,6 +298,7 @@ async def _run_steps(wf: Workflow, inputs: dict, model_override: str | None, no_
 
             async def one(label: str, params: dict) -> State:
                 async with bound, run.task_runs:
+                    await run.starting.turn()  # a few starts per pass of the loop (RunState.starting)
                     return await step_fn(label=label, kind=step.kind, params=params, upstream=upstream,
                                          return_state=True)
 

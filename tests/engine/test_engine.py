@@ -287,10 +287,9 @@ def test_result_files_find_paths_as_prefects_storage_does(tmp_path):
 
 
 def test_a_result_write_does_not_wait_behind_the_loops_default_executor(tmp_path):
-    """asyncio resolves every new connection's host name on the loop's default executor
-    (6 threads on 2 cores): a step result's write must not queue there, or a fan-out of a
-    thousand writes delays the provider's connections into connect timeouts. Here that
-    executor's one thread is busy until the write is done; the write must not need it."""
+    """asyncio resolves new connections' host names on the loop's default executor (6
+    threads on 2 cores): a step result's write must not queue there and delay them. Here
+    that executor's one thread is busy until the write is done; the write must not need it."""
     import concurrent.futures
     import threading
 
@@ -367,6 +366,81 @@ def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orche
     assert len(report["steps"]["each"]["output"]) == 9
     runs = wait_for_task_runs(report["flow_run_id"], 9)
     assert sorted(r.name for r in runs) == sorted(f"each[{i}]" for i in range(9))  # still a task run per item
+
+
+def test_a_fan_out_starts_at_most_starting_task_runs_per_pass_of_the_loop(orchestra_env, openai_fake, monkeypatch):
+    """Counted from Prefect's side: the task runs created (``Task.create_local_run``) in each
+    pass of the event loop. Prefect's start of a task run does not yield to the loop, so a
+    fan-out's items admitted together all start in one pass, unless the run's start slots
+    (``flows.context.STARTING``) make the rest wait for the next pass; the slot is given back
+    when the body begins, so more items than that are still at the provider together."""
+    import collections
+
+    import prefect.tasks
+
+    from flows import context
+
+    create = prefect.tasks.Task.create_local_run
+    created_in_pass: collections.Counter = collections.Counter()
+    passes = {"n": 0, "counting": False}
+
+    def next_pass() -> None:
+        passes["n"] += 1
+        if passes["counting"]:
+            asyncio.get_running_loop().call_soon(next_pass)  # runs once in every pass of the loop
+
+    async def counted_create(self, *args, **kwargs):
+        if not passes["counting"]:
+            passes["counting"] = True
+            asyncio.get_running_loop().call_soon(next_pass)
+        created_in_pass[passes["n"]] += 1
+        return await create(self, *args, **kwargs)
+
+    monkeypatch.setattr(prefect.tasks.Task, "create_local_run", counted_create)
+    for starting, expected in ((100, 8), (2, 2)):  # without the bound all eight start in one pass
+        monkeypatch.setattr(context, "STARTING", starting)
+        created_in_pass.clear()
+        passes.update(n=0, counting=False)
+        seen = in_flight_at_arrival(openai_fake, 300)
+        report, state = run(_fan_out("gated"), {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
+        passes["counting"] = False
+        assert state.is_completed(), state.message
+        assert sum(created_in_pass.values()) == 8 and max(created_in_pass.values()) == expected, created_in_pass
+        assert max(seen) > 2  # the bound is on starting only: more than two are at the provider together
+        assert len(report["steps"]["each"]["output"]) == 8
+        openai_fake.reset()
+
+
+def test_the_start_pacer_lets_per_pass_callers_on_in_each_pass_first_come_first_served():
+    from flows.context import StartPacer
+
+    async def main() -> tuple[list[tuple[int, int]], bool]:
+        loop = asyncio.get_running_loop()
+        passes = {"n": 0}
+
+        def next_pass() -> None:
+            passes["n"] += 1
+            loop.call_soon(next_pass)
+
+        loop.call_soon(next_pass)
+        pacer, went = StartPacer(3), []
+
+        async def caller(i: int) -> None:
+            await pacer.turn()
+            went.append((i, passes["n"]))
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(10)]
+        await asyncio.sleep(0)
+        tasks[8].cancel()  # a waiting caller cancelled: it leaves the queue, the others go on
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return went, tasks[8].cancelled()
+
+    went, cancelled = asyncio.run(main())
+    assert cancelled and [i for i, _ in went] == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+    per_pass: dict[int, int] = {}
+    for _, n in went:
+        per_pass[n] = per_pass.get(n, 0) + 1
+    assert max(per_pass.values()) == 3 and len(per_pass) == 3
 
 
 def test_a_run_holds_at_most_max_task_runs_step_task_runs_at_once(orchestra_env, openai_fake, monkeypatch):
