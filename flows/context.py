@@ -141,9 +141,8 @@ class StartPacer:
         try:
             await waiter
         except asyncio.CancelledError:
-            if not waiter.done() or waiter.cancelled():
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(waiter)
+            with contextlib.suppress(ValueError):  # not there any more if its turn was already given
+                self._waiting.remove(waiter)
             raise
 
     def _next_pass(self, loop: asyncio.AbstractEventLoop) -> None:
