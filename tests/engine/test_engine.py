@@ -368,12 +368,33 @@ def test_max_concurrency_bounds_how_many_items_are_at_the_provider_at_once(orche
     assert sorted(r.name for r in runs) == sorted(f"each[{i}]" for i in range(9))  # still a task run per item
 
 
+class _LoopPasses:
+    """Counts the passes of the running event loop, from ``start()`` until ``stop()``: a
+    callback that schedules itself again runs once in every pass."""
+
+    def __init__(self) -> None:
+        self.n, self.on = 0, False
+
+    def start(self) -> None:
+        if not self.on:
+            self.on = True
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self.on = False
+
+    def _tick(self) -> None:
+        self.n += 1
+        if self.on:
+            asyncio.get_running_loop().call_soon(self._tick)
+
+
 def test_a_fan_out_starts_at_most_starting_task_runs_per_pass_of_the_loop(orchestra_env, openai_fake, monkeypatch):
     """Counted from Prefect's side: the task runs created (``Task.create_local_run``) in each
     pass of the event loop. Prefect's start of a task run does not yield to the loop, so a
-    fan-out's items admitted together all start in one pass, unless the run's start slots
-    (``flows.context.STARTING``) make the rest wait for the next pass; the slot is given back
-    when the body begins, so more items than that are still at the provider together."""
+    fan-out's items admitted together all start in one pass, unless the run's start pacer
+    (``flows.context.STARTING`` per pass) makes the rest wait for the next passes; it bounds
+    starting only, so more items than that are still at the provider together."""
     import collections
 
     import prefect.tasks
@@ -382,28 +403,21 @@ def test_a_fan_out_starts_at_most_starting_task_runs_per_pass_of_the_loop(orches
 
     create = prefect.tasks.Task.create_local_run
     created_in_pass: collections.Counter = collections.Counter()
-    passes = {"n": 0, "counting": False}
-
-    def next_pass() -> None:
-        passes["n"] += 1
-        if passes["counting"]:
-            asyncio.get_running_loop().call_soon(next_pass)  # runs once in every pass of the loop
+    passes = [_LoopPasses()]
 
     async def counted_create(self, *args, **kwargs):
-        if not passes["counting"]:
-            passes["counting"] = True
-            asyncio.get_running_loop().call_soon(next_pass)
-        created_in_pass[passes["n"]] += 1
+        passes[0].start()
+        created_in_pass[passes[0].n] += 1
         return await create(self, *args, **kwargs)
 
     monkeypatch.setattr(prefect.tasks.Task, "create_local_run", counted_create)
     for starting, expected in ((100, 8), (2, 2)):  # without the bound all eight start in one pass
         monkeypatch.setattr(context, "STARTING", starting)
         created_in_pass.clear()
-        passes.update(n=0, counting=False)
+        passes[0] = _LoopPasses()
         seen = in_flight_at_arrival(openai_fake, 300)
         report, state = run(_fan_out("gated"), {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
-        passes["counting"] = False
+        passes[0].stop()
         assert state.is_completed(), state.message
         assert sum(created_in_pass.values()) == 8 and max(created_in_pass.values()) == expected, created_in_pass
         assert max(seen) > 2  # the bound is on starting only: more than two are at the provider together
@@ -415,24 +429,19 @@ def test_the_start_pacer_lets_per_pass_callers_on_in_each_pass_first_come_first_
     from flows.context import StartPacer
 
     async def main() -> tuple[list[tuple[int, int]], bool]:
-        loop = asyncio.get_running_loop()
-        passes = {"n": 0}
-
-        def next_pass() -> None:
-            passes["n"] += 1
-            loop.call_soon(next_pass)
-
-        loop.call_soon(next_pass)
+        passes = _LoopPasses()
+        passes.start()
         pacer, went = StartPacer(3), []
 
         async def caller(i: int) -> None:
             await pacer.turn()
-            went.append((i, passes["n"]))
+            went.append((i, passes.n))
 
         tasks = [asyncio.create_task(caller(i)) for i in range(10)]
         await asyncio.sleep(0)
         tasks[8].cancel()  # a waiting caller cancelled: it leaves the queue, the others go on
         await asyncio.gather(*tasks, return_exceptions=True)
+        passes.stop()
         return went, tasks[8].cancelled()
 
     went, cancelled = asyncio.run(main())
