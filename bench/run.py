@@ -318,67 +318,73 @@ async def _on_server(server: list[int], idle: float, url: str, side, *args) -> d
 
 async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
                   profile_dir: Path | None = None) -> dict:
-    from orchestra.flow import run_workflow
-
     server = server_pids()
-    me = os.getpid()
     idle = procstat.idle_rate(server)
     results: dict = {"server_idle_cpu_per_s": idle}
     for name in names:
         try:
-            dag = WORKLOADS[name]()
-            wf = as_workflow(name, dag)
-            flow_fn = run_workflow.with_options(name=f"bench-{name}")
-            reps = 1 if name == "fan10k" else repeats
-            row: dict = {"steps": len(dag), "depth": depth(dag), "task_runs": len(dag)}
-            latencies = (latency_ms,) if profile_dir else (latency_ms, 0)
-            for latency in latencies:
-                set_latency(url, latency)
-                runs: list[dict] = []
-                # one warm-up of each (not for the 10,000-item run), then alternate so both see the same machine
-                if name != "fan10k":
-                    await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
-                    if BARE and not profile_dir:
-                        with contextlib.suppress(BareFailed):  # the measured run records a failure
-                            await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
-                    await orchestra(flow_fn, wf, uuid.uuid4().hex)
-                    procstat.wait_idle(server, idle)
-                for _ in range(1 if profile_dir else reps):
-                    rec: dict = {}
-                    if not profile_dir:
-                        procstat.reset_peak(me)
-                        rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
-                        rec["baseline_rss"] = procstat.peak_rss(me)
-                        await asyncio.sleep(0.5)
-                        if BARE and name != "fan10k":  # see BARE
-                            try:
-                                bare = await _on_server(server, idle, url, prefect_bare, dag, f"{url}/v1",
-                                                        uuid.uuid4().hex)
-                                rec.update({f"prefect_{k}": v for k, v in bare.items()})
-                            except BareFailed as exc:
-                                rec["prefect_failed"] = str(exc)[:300]
-                                print(f"{name}: the bare-Prefect run failed: {exc}", file=sys.stderr)
-                                procstat.wait_idle(server, idle)
-                    spies = []
-                    if profile_dir:
-                        spies = [Profiler(me, profile_dir / f"{name}-client.txt"),
-                                 Profiler(server[0], profile_dir / f"{name}-server.txt")]
-                        for spy in spies:
-                            spy.start()
-                    orch = await _on_server(server, idle, url, orchestra, flow_fn, wf, uuid.uuid4().hex)
-                    rec.update(orchestra=orch["wall"], orchestra_cpu=orch["cpu"],
-                               **{k: v for k, v in orch.items() if k not in ("wall", "cpu")})
-                    rec["ledger_calls"] = ledger_calls(LAST_RUN[0])
-                    for spy in spies:
-                        spy.stop()
-                    runs.append(rec)
-                row[latency] = runs
-            results[name] = row
+            results[name] = await _workload(name, latency_ms, repeats, url, server, idle, profile_dir)
         except (Exception, SystemExit) as exc:  # a side that did not complete: recorded, the rest goes on
             results[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
             print(f"{name}: a run did not complete: {results[name]}", file=sys.stderr)
             procstat.wait_idle(server, idle)
     return results
+
+
+async def _workload(name: str, latency_ms: int, repeats: int, url: str, server: list[int], idle: float,
+                    profile_dir: Path | None) -> dict:
+    """One workload's runs: a warm-up of each side, then the repeats, the sides alternating."""
+    from orchestra.flow import run_workflow
+
+    me = os.getpid()
+    dag = WORKLOADS[name]()
+    wf = as_workflow(name, dag)
+    flow_fn = run_workflow.with_options(name=f"bench-{name}")
+    reps = 1 if name == "fan10k" else repeats
+    row: dict = {"steps": len(dag), "depth": depth(dag), "task_runs": len(dag)}
+    latencies = (latency_ms,) if profile_dir else (latency_ms, 0)
+    for latency in latencies:
+        set_latency(url, latency)
+        runs: list[dict] = []
+        # one warm-up of each (not for the 10,000-item run), then alternate so both see the same machine
+        if name != "fan10k":
+            await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
+            if BARE and not profile_dir:
+                with contextlib.suppress(BareFailed):  # the measured run records a failure
+                    await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
+            await orchestra(flow_fn, wf, uuid.uuid4().hex)
+            procstat.wait_idle(server, idle)
+        for _ in range(1 if profile_dir else reps):
+            rec: dict = {}
+            if not profile_dir:
+                procstat.reset_peak(me)
+                rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
+                rec["baseline_rss"] = procstat.peak_rss(me)
+                await asyncio.sleep(0.5)
+                if BARE and name != "fan10k":  # see BARE
+                    try:
+                        bare = await _on_server(server, idle, url, prefect_bare, dag, f"{url}/v1",
+                                                uuid.uuid4().hex)
+                        rec.update({f"prefect_{k}": v for k, v in bare.items()})
+                    except BareFailed as exc:
+                        rec["prefect_failed"] = str(exc)[:300]
+                        print(f"{name}: the bare-Prefect run failed: {exc}", file=sys.stderr)
+                        procstat.wait_idle(server, idle)
+            spies = []
+            if profile_dir:
+                spies = [Profiler(me, profile_dir / f"{name}-client.txt"),
+                         Profiler(server[0], profile_dir / f"{name}-server.txt")]
+                for spy in spies:
+                    spy.start()
+            orch = await _on_server(server, idle, url, orchestra, flow_fn, wf, uuid.uuid4().hex)
+            rec.update(orchestra=orch["wall"], orchestra_cpu=orch["cpu"],
+                       **{k: v for k, v in orch.items() if k not in ("wall", "cpu")})
+            rec["ledger_calls"] = ledger_calls(LAST_RUN[0])
+            for spy in spies:
+                spy.stop()
+            runs.append(rec)
+        row[latency] = runs
+    return row
 
 
 def _med(runs: list[dict], key: str) -> float:
