@@ -34,13 +34,6 @@ class _LoopClients(dict):
     slots: dict[Hashable, asyncio.Semaphore]
 
 
-#: At most this many requests of one client in flight: its connection pool (the SDKs'
-#: ``DEFAULT_CONNECTION_LIMITS``, 1,000). The others wait in :func:`in_flight`, before
-#: the SDK, whose connect timeout (5 s) would otherwise count the wait for a pooled
-#: connection and fail requests that were never sent (a 10,000-item fan-out).
-MAX_IN_FLIGHT = 1000
-
-
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
     weakref.WeakKeyDictionary()
 )
@@ -79,13 +72,16 @@ async def cached_client(key: Hashable, make: Callable[[], Any]) -> Any:
     return client
 
 
-def in_flight(key: Hashable) -> asyncio.Semaphore:
+def in_flight(key: Hashable, pool: int) -> asyncio.Semaphore:
     """The slots of the client of ``key`` on the running loop (after :func:`cached_client`):
-    hold one around each request."""
+    hold one around each request. ``pool``: the client's connection pool (the SDK's
+    ``DEFAULT_CONNECTION_LIMITS.max_connections``): past it, requests wait here,
+    before the SDK, whose connect timeout (5 s) would otherwise count the wait for a pooled
+    connection and fail requests that were never sent (a 10,000-item fan-out)."""
     clients = _by_loop[asyncio.get_running_loop()]
     slots = clients.slots.get(key)
     if slots is None:
-        slots = clients.slots[key] = asyncio.Semaphore(MAX_IN_FLIGHT)
+        slots = clients.slots[key] = asyncio.Semaphore(pool)
     return slots
 
 

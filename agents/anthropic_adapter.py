@@ -98,7 +98,8 @@ async def call(
         kwargs["timeout"] = timeout
 
     try:
-        async with in_flight(key):  # past here a pooled connection is free: the timeout is the request's
+        # past here a pooled connection is free: the timeout is the request's
+        async with in_flight(key, anthropic.DEFAULT_CONNECTION_LIMITS.max_connections):
             started = time.perf_counter()
             message = await client.messages.create(**kwargs)
     except anthropic.AnthropicError as e:

@@ -10,8 +10,8 @@ with a ``tool`` message.
 made; any Chat Completions server works (vLLM, Ollama, llama.cpp). One client per
 (running loop, base URL, key), ``max_retries=0``: Orchestra decides every retry.
 
-Transport: the SDK's aiohttp transport (``openai.DefaultAioHttpClient()``; pool of
-1000 connections, enough for the benchmark's 64 concurrent calls on one loop).
+Transport: the SDK's aiohttp transport (``openai.DefaultAioHttpClient()``; its pool is
+``openai.DEFAULT_CONNECTION_LIMITS``, and requests past it wait in ``_sdk.in_flight``).
 Measured client CPU per call (``time.process_time``) against tests/fakes running in
 another process, 64 calls in flight, 2000-3000 calls, Python 3.11, on a shared
 2-core box, several runs: default httpx2 transport 2250-3300 µs, aiohttp transport
@@ -95,7 +95,8 @@ async def call(
         kwargs["timeout"] = timeout
 
     try:
-        async with in_flight(key):  # past here a pooled connection is free: the timeout is the request's
+        # past here a pooled connection is free: the timeout is the request's
+        async with in_flight(key, openai.DEFAULT_CONNECTION_LIMITS.max_connections):
             started = time.perf_counter()
             response = await client.chat.completions.create(**kwargs)
     except openai.OpenAIError as e:

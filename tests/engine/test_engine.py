@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -469,9 +470,9 @@ def test_a_run_holds_at_most_max_task_runs_step_task_runs_at_once(orchestra_env,
 def test_requests_past_the_clients_pool_wait_before_the_sdk_not_in_it(orchestra_env, openai_fake, monkeypatch):
     """More items than a client's connection pool: the rest wait in Orchestra's slots (no
     SDK timeout runs while they wait), so a large fan-out is never failed by its own queue."""
-    import agents._sdk
+    import openai
 
-    monkeypatch.setattr(agents._sdk, "MAX_IN_FLIGHT", 2)
+    monkeypatch.setattr(openai, "DEFAULT_CONNECTION_LIMITS", SimpleNamespace(max_connections=2))
     seen = in_flight_at_arrival(openai_fake, 150)
     report, state = run(_fan_out("pooled"), {"xs": [uuid.uuid4().hex[:8] for _ in range(8)]})
     assert state.is_completed(), state.message
