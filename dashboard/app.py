@@ -40,6 +40,8 @@ def pages(actor) -> dict[str, list]:
     ]
     if role_at_least(actor.role, "admin"):
         manage.append(st.Page(VIEWS / "audit.py", title="Audit log", icon=":material/policy:", url_path="audit"))
+    if role_at_least(actor.role, "owner"):
+        manage.append(st.Page(VIEWS / "users.py", title="Users", icon=":material/group:", url_path="users"))
     return {
         "Ledger": [
             st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),

@@ -453,6 +453,13 @@ def audit_rows(store: Store, *, limit: int = 500, **filters: Any) -> list[dict[s
             for r in queries.audit(store, limit=limit, **filters)]
 
 
+def user_rows(store: Store) -> list[dict[str, Any]]:
+    """The dashboard's users for a table: name, role, ``login`` (password or single
+    sign-on), created and updated as datetimes. Never a hash."""
+    return [{"name": u["name"], "role": u["role"], "login": "password" if u["password"] else "single sign-on",
+             "created": _parse(u["created"]), "updated": _parse(u["updated"])} for u in queries.users(store)]
+
+
 # --------------------------------------------------------------------------- Prefect links
 
 
