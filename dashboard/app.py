@@ -1,4 +1,5 @@
-"""Orchestra dashboard: ``streamlit run dashboard/app.py`` (or ``orchestra dashboard``).
+"""Orchestra dashboard's script: ``orchestra dashboard`` serves it through ``dashboard/server.py``
+(``streamlit run dashboard/server.py``: the script and the login cookie's route).
 
 The pages in ``dashboard/views/`` are thin: they read widgets, call
 ``dashboard.data`` through the cached readers of ``dashboard.ui`` and

@@ -7,7 +7,11 @@
 * A password login lasts across reloads and new tabs for ``orchestra.users.SESSION_HOURS``:
   a signed cookie (``orchestra_session``: name, expiry, a fingerprint of the password
   hash, HMAC with a key in the home folder; never the password), re-checked on each new
-  page load. Logging out, a new password or removing the user ends it.
+  page load. Logging out, a new password or removing the user ends it. The cookie is
+  ``HttpOnly`` (no script of the page can read it): the page hands the browser a
+  single-use grant, valid for ``GRANT_SECONDS``, which the browser posts to
+  :data:`SESSION_ROUTE`, a route of the dashboard's server (``dashboard/server.py``), whose
+  answer sets the cookie; a logout asks the same route to clear it.
 * No user yet and the server listens on loopback only (``orchestra dashboard``'s
   default): the machine's user, as the owner, like the CLI. On any other address
   the page refuses until a user exists.
@@ -20,15 +24,25 @@ the service functions check the role again before any write.
 from __future__ import annotations
 
 import getpass
+import json
+import secrets
+import threading
+import time
+
 import streamlit as st
 
 from orchestra import users
 from orchestra.access import Actor
 
-__all__ = ["actor", "gate", "logout", "oidc_configured"]
+__all__ = ["GRANT_SECONDS", "SESSION_ROUTE", "actor", "gate", "logout", "oidc_configured", "session_endpoint",
+           "session_path"]
 
 _KEY = "actor"
 COOKIE = "orchestra_session"
+SESSION_ROUTE = "_orchestra/session"
+GRANT_SECONDS = 60.0
+_grants: dict[str, tuple[str, float]] = {}  # grant -> (session token, deadline): this process's server
+_grants_lock = threading.Lock()
 
 
 def actor() -> Actor | None:
@@ -141,14 +155,66 @@ def _login_form(oidc: bool) -> None:
                 st.rerun()
 
 
+def session_path() -> str:
+    """Where the server's session route listens: :data:`SESSION_ROUTE` under ``server.baseUrlPath``."""
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}/{SESSION_ROUTE}" if base else f"/{SESSION_ROUTE}"
+
+
+def _grant(token: str) -> str:
+    """A single-use grant the browser trades for ``token``'s cookie within GRANT_SECONDS."""
+    now = time.monotonic()
+    grant = secrets.token_urlsafe(32)
+    with _grants_lock:
+        for stale in [g for g, (_, deadline) in _grants.items() if deadline < now]:
+            del _grants[stale]
+        _grants[grant] = (token, now + GRANT_SECONDS)
+    return grant
+
+
+def _redeem(grant: object) -> str | None:
+    with _grants_lock:
+        found = _grants.pop(grant, None) if isinstance(grant, str) else None
+    return found[0] if found is not None and found[1] >= time.monotonic() else None
+
+
+async def session_endpoint(request):
+    """The server's session route (a Starlette endpoint): ``POST {"grant": ...}`` sets the
+    session cookie of that grant (HttpOnly, SameSite=Strict; 400 for an unknown, used or
+    expired grant), ``DELETE`` clears it."""
+    from starlette.responses import JSONResponse, Response
+
+    secure = request.url.scheme == "https"
+    if request.method == "DELETE":
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
+        return response
+    try:
+        grant = (await request.json()).get("grant")
+    except (ValueError, AttributeError):
+        grant = None
+    token = _redeem(grant)
+    if token is None:
+        return JSONResponse({"error": "unknown, used or expired grant"}, status_code=400)
+    response = Response(status_code=204)
+    response.set_cookie(COOKIE, token, max_age=users.SESSION_HOURS * 3600, path="/", secure=secure, httponly=True,
+                        samesite="strict")
+    return response
+
+
 def _write_cookie() -> None:
-    """Hand the browser the session cookie made at login (once), or the order to drop it."""
+    """Have the browser set the session cookie made at login (once), or drop it: a request
+    to the server's session route, which answers with the cookie (HttpOnly)."""
     token = st.session_state.pop("set_session_cookie", None)
     if token is None:
         return
-    age = users.SESSION_HOURS * 3600 if token else 0
-    st.html(f"<script>document.cookie = '{COOKIE}={token}; Max-Age={age}; Path=/; SameSite=Strict';</script>",
-            unsafe_allow_javascript=True, width=1)
+    path = json.dumps(session_path())
+    if token:
+        body = json.dumps(json.dumps({"grant": _grant(token)}))
+        call = f"fetch({path}, {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: {body}}})"
+    else:
+        call = f"fetch({path}, {{method: 'DELETE'}})"
+    st.html(f"<script>{call};</script>", unsafe_allow_javascript=True, width=1)
 
 
 def logout() -> None:

@@ -165,7 +165,7 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on; a non-loopback one needs a user (`orchestra users add`)"),
 ) -> None:
-    """Open the Streamlit dashboard (streamlit run dashboard/app.py), on 127.0.0.1 by default.
+    """Open the Streamlit dashboard (streamlit run dashboard/server.py), on 127.0.0.1 by default.
 
     With users in the ledger everyone logs in; before the first user exists the
     dashboard is the machine user's own (the owner) and listens on loopback only."""
@@ -178,7 +178,7 @@ def dashboard(
         raise fail(f"--host {host}: no dashboard user exists yet, so anyone reaching {host}:{port} would act "
                    "as the owner; add one first (`orchestra users add NAME --role owner`), or listen on "
                    "127.0.0.1")
-    app_path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    app_path = Path(__file__).resolve().parents[2] / "dashboard" / "server.py"  # app.py and the login route
     raise Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path),
                                 "--server.address", host,
                                 "--server.port", str(port), "--server.headless", "true",

@@ -181,6 +181,12 @@ def test_dashboard_listens_on_loopback_by_default(tmp_path):
         assert addresses, "the dashboard never listened"
         # 0100007F is 127.0.0.1 in /proc's byte order; 0.0.0.0 would be 00000000
         assert set(addresses) == {"0100007F"}, addresses
+        # and it serves the login cookie's route beside the pages (dashboard/server.py)
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/_orchestra/session", method="DELETE")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 204 and "HttpOnly" in answer.headers["set-cookie"]
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)

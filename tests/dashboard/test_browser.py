@@ -36,7 +36,7 @@ def serve(tmp_path: Path, db: Path, *extra: str, port: int | None = None) -> tup
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     log = (tmp_path / "streamlit.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "dashboard/server.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
          "--client.toolbarMode", "viewer", *extra],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -44,7 +44,19 @@ def serve(tmp_path: Path, db: Path, *extra: str, port: int | None = None) -> tup
     return server, f"http://127.0.0.1:{port}"
 
 
-def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
+async def session_cookies(tab, held: bool, wait: float = 10.0) -> tuple[list[dict], str]:
+    """The browser's orchestra_session cookies once there is one (``held``) or none (the
+    page's request to set or clear it answered; at most ``wait`` s), and ``document.cookie``
+    as the page's scripts see it."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        found = [c for c in (await tab.call("Network.getAllCookies"))["cookies"] if c["name"] == "orchestra_session"]
+        if bool(found) == held or asyncio.get_running_loop().time() > deadline:
+            return found, await tab.js("document.cookie")
+        await asyncio.sleep(0.2)
+
+
+def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path, monkeypatch):
     chromium_or_skip()
     db = tmp_path / "ledger.db"
     store = Store(f"sqlite:///{db}")
@@ -54,6 +66,8 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
     shots = Path(os.environ.get("ORCHESTRA_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     server, base = serve(tmp_path, db)
+
+    cookies: dict[str, tuple[list[dict], str]] = {}
 
     async def drive() -> dict[str, str]:
         pages: dict[str, str] = {}
@@ -68,6 +82,7 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
             await tab.click_button("Log in")
             pages["overview"] = await tab.wait_for(["Recent runs", "Provider calls", "Latest run:", "ada"],
                                                    charts=1, timeout=60)
+            cookies["logged in"] = await session_cookies(tab, held=True)
             await asyncio.sleep(1.0)
             await tab.screenshot(shots / "overview.png")
             await tab.js("[...document.querySelectorAll('a')].find(a => a.innerText.trim().endsWith('Runs')).click()")
@@ -85,6 +100,7 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
                                                charts=6, timeout=60)
             assert await tab.click_button("Log out")
             await tab.wait_for(["User name"])
+            cookies["logged out"] = await session_cookies(tab, held=False)
             pages["logged out"] = await tab.load(base + "/costs", ["User name", "Password"], timeout=60)
         return pages
 
@@ -98,6 +114,13 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path):
         assert "Traceback" not in text and SECRET not in text and PASSWORD not in text, name
     assert "following live" not in pages["finished"]
     assert "User name" not in pages["reloaded"] and "Top model:" not in pages["logged out"]
+    # the session cookie is HttpOnly: the browser holds it, the page's scripts cannot read it
+    (held,), seen_by_scripts = cookies["logged in"]
+    assert held["httpOnly"] and held["sameSite"] == "Strict" and held["path"] == "/"
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))  # the server's session key
+    assert users.session_actor(held["value"], store=store).name == "ada"
+    assert "orchestra_session" not in seen_by_scripts
+    assert cookies["logged out"][0] == [] and "orchestra_session" not in cookies["logged out"][1]
     assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "run.png").stat().st_size > 20_000
 
 
