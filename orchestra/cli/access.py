@@ -70,7 +70,9 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     from orchestra import users
 
     rows = users.list_users(store=ledger())
-    emit(rows, as_json, "users", [("name", "name"), ("role", "role"), ("password", "password"),
+    if not as_json:  # JSON keeps "password": true/false
+        rows = [{**r, "login": "password" if r["password"] else "single sign-on"} for r in rows]
+    emit(rows, as_json, "users", [("name", "name"), ("role", "role"), ("login", "logs in with"),
                                   ("created", "created"), ("updated", "updated")])
 
 

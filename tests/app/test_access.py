@@ -169,6 +169,8 @@ def test_users_and_audit_commands(cli):
 
     listed = json.loads(cli("users", "list", "--json").stdout)
     assert [(u["name"], u["role"], u["password"]) for u in listed] == [("ada", "owner", True)]
+    row = next(line for line in cli("users", "list").stdout.splitlines() if "ada" in line)
+    assert "password" in row and "True" not in row  # the table says how the user logs in
     log = json.loads(cli("audit", "--json").stdout)
     assert [(r["action"], r["outcome"], r["via"]) for r in log] == [
         ("user.role", "ok", "cli"), ("user.passwd", "ok", "cli"), ("user.add", "failed", "cli"),
