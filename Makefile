@@ -22,9 +22,13 @@ run: setup
 system-deps:
 	@$(PY) tests/support/system_deps.py
 
+# The suite waits on servers and child processes as much as it computes: two pytest-xdist
+# workers keep both cores busy (TEST_WORKERS=0 runs it in one process).
+TEST_WORKERS ?= 2
+
 test: setup system-deps
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(PY) bench/run.py
