@@ -1,7 +1,7 @@
 """The planner: a workflow in Orchestra's own format, written by an agent for a task.
 
-    agent = planner_agent()                  # None: no planner configured (offline)
-    plan = await write_workflow(agent, task) # Plan(definition | None, errors, attempts, ...)
+    agent = planner_agent()                          # None: no planner configured (offline)
+    plan = await write_workflow(agent, task, ledger=store)  # Plan(definition | None, errors, attempts, ...)
 
 Which agent plans: the ``planner`` setting (``ORCHESTRA_PLANNER``: an agent's name in
 ``agents/``, or a model string, which gets the built-in instruction), else the
@@ -11,25 +11,37 @@ inputs; when it does not, the planner is asked once more with the validator's er
 quoted (the repair round). A second invalid answer is a :class:`Plan` without a
 definition, with the errors of that answer.
 
-Light: no Prefect import (the planner's credentials may come from a ProviderCredentials
-block, read over the Prefect API only when the agent names one or the key variable is unset).
+Planning is a Prefect flow run of its own (flow ``planner``, named ``plan-task-<id>``),
+kept in the ledger like a workflow's run: a ``runs`` row of workflow ``planner``, its one
+step ``plan`` and a ``calls`` row per request (built by ``core.calls.CallRecord``; the
+repair round's purpose is ``repair``), so what planning costs shows wherever costs do.
+The flow run COMPLETES with a valid workflow and FAILS otherwise. Prefect is imported
+only here, when a planner is asked (choosing one stays light).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agents import AgentCallError, AgentConfig, call_agent, load_registry, parse_model
+from core.calls import CallRecord
 from core.redact import redact
 from core.settings import settings
+from core.steps import StepState
 from flows.spec import WorkflowError, coerce_inputs, parse_text, parse_workflow
 
 __all__ = ["INSTRUCTION", "Plan", "PlannerError", "PlannerSettingError", "planner_agent", "write_workflow"]
 
 PLANNER = "planner"
+WORKFLOW = "planner"  # the planning flow run's flow and its ledger run's workflow
+STEP = "plan"  # its one step
 INSTRUCTION = ("You plan work for Orchestra, which runs AI-agent workflows as DAGs of steps. You answer with "
                "one workflow in Orchestra's JSON format and nothing else.")
 _FENCE = re.compile(r"^\s*```[A-Za-z]*\s*\n(.*?)\n\s*```\s*$", re.S)
@@ -47,7 +59,10 @@ Rules:
 
 
 class PlannerError(RuntimeError):
-    """The planner could not be asked (credentials, the provider failed)."""
+    """The planner could not be asked (credentials, the provider failed); ``flow_run_id``:
+    the planning flow run, once it ran."""
+
+    flow_run_id: str | None = None
 
 
 class PlannerSettingError(ValueError):
@@ -66,12 +81,14 @@ class Plan:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    flow_run_id: str | None = None  # the planning flow run (its ledger run)
 
     def record(self) -> dict[str, Any]:
         """What the task keeps of this plan (``tasks.plan``)."""
         return {"source": "planner", "agent": self.agent, "model": self.model, "ok": self.definition is not None,
                 "errors": self.errors, "attempts": self.attempts, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens, "cost_usd": round(self.cost_usd, 10)}
+                "output_tokens": self.output_tokens, "cost_usd": round(self.cost_usd, 10),
+                "flow_run_id": self.flow_run_id}
 
 
 def planner_agent() -> AgentConfig | None:
@@ -136,17 +153,27 @@ def check(answer: str, task_id: int) -> tuple[dict[str, Any] | None, list[str]]:
     return wf.model_dump(exclude_defaults=True), []
 
 
-async def _ask(agent: AgentConfig, prompt: str, plan: Plan) -> str:
+async def _ask(agent: AgentConfig, prompt: str, plan: Plan, keep: Callable[[CallRecord], Any], purpose: str) -> str:
+    """One request to the planner; ``keep`` gets its ``calls`` row whatever its outcome."""
     from blocks.credentials import acall_credentials
 
     model = agent.model or settings().default_model
+    started = time.perf_counter()
+
+    def failed(message: str) -> PlannerError:
+        keep(CallRecord.from_error(message, flow_run_id=plan.flow_run_id, step=STEP, model=model, agent=agent.name,
+                                   attempt=1, purpose=purpose, latency_ms=(time.perf_counter() - started) * 1000))
+        return PlannerError(f"planner {agent.name!r} ({model}): {message}")
+
     try:
         credentials = await acall_credentials(parse_model(model)[0], agent.credentials)
         result = await call_agent(agent, prompt, model=model, json_mode=True, **credentials)
     except AgentCallError as exc:
-        raise PlannerError(f"planner {agent.name!r} ({model}): {exc}") from None
+        raise failed(str(exc)) from None
     except ValueError as exc:  # credentials that cannot be found
-        raise PlannerError(f"planner {agent.name!r} ({model}): {redact(str(exc))}") from None
+        raise failed(redact(str(exc))) from None
+    keep(CallRecord.from_result(result, flow_run_id=plan.flow_run_id, step=STEP, attempt=1, agent=agent.name,
+                                purpose=purpose))
     plan.attempts += 1
     plan.input_tokens += result.input_tokens
     plan.output_tokens += result.output_tokens
@@ -154,23 +181,73 @@ async def _ask(agent: AgentConfig, prompt: str, plan: Plan) -> str:
     return result.output
 
 
-async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict[str, Any] | None = None) -> Plan:
-    """Ask ``agent`` for a workflow that carries out ``task`` (a task as ``ledger.queries``
-    returns it); one repair round quoting the validator's errors. PlannerError when the
-    planner cannot be asked."""
-    plan = Plan(agent=agent.name, model=agent.model or settings().default_model)
-    agents = load_registry()
-    first = prompt_for(task, agents, context)
-    answer = await _ask(agent, first, plan)
+async def _plan(agent: AgentConfig, task: dict[str, Any], first: str, plan: Plan,
+                keep: Callable[[CallRecord], Any]) -> Plan:
+    answer = await _ask(agent, first, plan, keep, "call")
     plan.definition, plan.errors = check(answer, task["id"])
     if plan.definition is not None:
         return plan
     repair = (f"{first}\n\nYour answer was:\n{answer}\n\nIt is not a valid workflow. The validator says:\n"
               + "\n".join(f"- {e}" for e in plan.errors)
               + "\n\nAnswer with the corrected workflow as one JSON object and nothing else.")
-    answer = await _ask(agent, repair, plan)
+    answer = await _ask(agent, repair, plan, keep, "repair")
     plan.definition, plan.errors = check(answer, task["id"])
     return plan
+
+
+async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict[str, Any] | None = None, *,
+                         ledger: Any = None) -> Plan:
+    """Ask ``agent`` for a workflow that carries out ``task`` (a task as ``ledger.queries``
+    returns it); one repair round quoting the validator's errors. A Prefect flow run of
+    its own, recorded in ``ledger`` (a ``flows.ports.Ledger``: the app's store) when one is
+    given. PlannerError when the planner cannot be asked."""
+    from prefect import flow
+    from prefect.context import FlowRunContext
+    from prefect.states import Completed, Failed
+
+    model = agent.model or settings().default_model
+
+    async def planner(task_id: int) -> Any:
+        ctx = FlowRunContext.get()
+        plan = Plan(agent=agent.name, model=model, flow_run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
+        run_id = plan.flow_run_id
+        recorded = ledger is not None and run_id is not None
+        if recorded:
+            ledger.start_run(flow_run_id=run_id, workflow=WORKFLOW, inputs={"task": task_id},
+                             started=datetime.now(UTC))
+            ledger.record_step(StepState(run_id, STEP, "RUNNING", agent=agent.name, model=model))
+        first = prompt_for(task, load_registry(), context)
+        error: str | None = None
+        state = "FAILED"
+        try:
+            await _plan(agent, task, first, plan, ledger.record_call if recorded else lambda call: None)
+        except asyncio.CancelledError:
+            state, error = "CANCELLED", "planning was cancelled"
+            raise
+        except BaseException as exc:
+            error = str(exc) if isinstance(exc, PlannerError) else f"planning stopped: {type(exc).__name__}"
+            raise
+        else:
+            if plan.definition is None:
+                error = "the answer is not a valid workflow after one repair round: " + "; ".join(plan.errors)
+            else:
+                state = "COMPLETED"
+        finally:
+            if recorded:
+                ledger.record_step(StepState(run_id, STEP, state, agent=agent.name, model=model, error=error,
+                                             prompt=first, output=plan.definition))
+                ledger.finish_run(flow_run_id=run_id, state=state, ended=datetime.now(UTC), error=error)
+        return Completed(data=plan) if error is None else Failed(message=error, data=plan)
+
+    planning = flow(name=WORKFLOW, flow_run_name=f"plan-task-{task['id']}", persist_result=False,
+                    validate_parameters=False)(planner)
+    state = await planning(task_id=task["id"], return_state=True)
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        if isinstance(result, PlannerError):
+            result.flow_run_id = str(state.state_details.flow_run_id)
+        raise result
+    return result
 
 
 def as_yaml(definition: dict[str, Any]) -> str:

@@ -599,6 +599,8 @@ async def plan_task(task_id: Any, *, actor: Any) -> dict[str, Any]:
     default), workflow (its name), definition, yaml, inputs, plan}. TaskError when the
     planner's answer stays invalid (the task stays as it was, the errors are kept in its
     ``plan``), PlannerError when the planner cannot be asked."""
+    import anyio
+
     from orchestra import planner as planning
 
     task = _task(task_id)
@@ -620,10 +622,12 @@ async def plan_task(task_id: Any, *, actor: Any) -> dict[str, Any]:
                                                                  reason="the shipped task workflow"))
         return _planned(_task(task["id"]), "default")
     context = _context(task)
+    await anyio.to_thread.run_sync(lambda: ensure_prefect(background=False))  # planning is a flow run
     try:
-        plan = await planning.write_workflow(agent, task, context)
+        plan = await planning.write_workflow(agent, task, context, ledger=_store())
     except planning.PlannerError as exc:
-        record = {"source": "planner", "agent": agent.name, "model": agent.model, "ok": False, "errors": [str(exc)]}
+        record = {"source": "planner", "agent": agent.name, "model": agent.model, "ok": False, "errors": [str(exc)],
+                  "flow_run_id": exc.flow_run_id}
         write(actor, "task.plan", target, lambda s: s.update_task(task["id"], {"plan": record}, actor=_name(actor),
                                                                  reason="the planner could not be asked"))
         raise
@@ -687,16 +691,17 @@ def _request(task: dict[str, Any]) -> Any:
         raise TaskError(f"task {task['id']}: {exc}") from None
 
 
-def ensure_prefect() -> None:
+def ensure_prefect(*, background: bool = True) -> None:
     """A Prefect server for runs in the background (``runs.ensure_prefect``); TaskError when
-    the configured one does not answer or the setting is ephemeral."""
+    the configured one does not answer or, for a run in the background, the setting is
+    ephemeral (planning, in this process, can use Prefect's ephemeral server)."""
     from orchestra.prefect_server import UnreachableServer
 
     try:
         url = runs.ensure_prefect()
     except UnreachableServer as exc:
         raise TaskError(str(exc)) from None
-    if url is None:
+    if url is None and background:
         raise TaskError("a task runs in the background, which needs a Prefect server: unset "
                         "ORCHESTRA_PREFECT=ephemeral (Orchestra's local server) or set PREFECT_API_URL")
 

@@ -360,6 +360,20 @@ def _asked(fake) -> list[str]:
     return [r["body"]["messages"][-1]["content"] for r in fake.requests]
 
 
+def _planning_run(store, plan: dict) -> dict:
+    """The planning's flow run as the ledger and Prefect keep it: the ledger's run, and
+    the Prefect flow run's (flow name, run name, state)."""
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(uuid.UUID(plan["flow_run_id"]))
+            flow = await client.read_flow(flow_run.flow_id)
+        return flow.name, flow_run.name, flow_run.state.type.value
+
+    return {**queries.run(store, plan["flow_run_id"]), "prefect": asyncio.run(read())}
+
+
 def test_the_planner_writes_a_valid_workflow_that_is_kept_and_runs(orchestra_env, planner):
     planner.configure(reply=_plan_reply())
     T.add_project("shop", "An online shop", actor=ACTOR)
@@ -376,6 +390,17 @@ def test_the_planner_writes_a_valid_workflow_that_is_kept_and_runs(orchestra_env
     assert kept["plan"]["ok"] is True and kept["plan"]["attempts"] == 1 and kept["plan"]["model"] == MINI
     assert kept["plan"]["cost_usd"] > 0 and kept["plan"]["input_tokens"] > 0
     assert [h["field"] for h in kept["history"]] == ["created", "definition", "plan"]
+    # planning is a flow run of its own, and its call a ledger row like any step's
+    planning = _planning_run(orchestra_env, kept["plan"])
+    assert planning["prefect"] == ("planner", f"plan-task-{task['id']}", "COMPLETED")
+    assert (planning["workflow"], planning["state"]) == ("planner", "COMPLETED")
+    (call,) = planning["calls"]
+    assert (call["step"], call["agent"], call["model"], call["purpose"], call["status"]) == (
+        "plan", "planner", MINI, "call", "ok")
+    assert call["cost_usd"] == pytest.approx(kept["plan"]["cost_usd"]) and call["priced"]
+    assert call["input_tokens"] == kept["plan"]["input_tokens"]
+    (step,) = queries.steps(orchestra_env, kept["plan"]["flow_run_id"])
+    assert step["state"] == "COMPLETED" and "Task #1: Add login" in step["prompt"]
 
     run = asyncio.run(T.execute_task(task["id"], actor=ACTOR))  # its agents use the default model: offline
     done = asyncio.run(T.wait_for_task(task["id"], run["flow_run_id"]))
@@ -392,6 +417,10 @@ def test_an_invalid_plan_is_repaired_with_the_validators_errors_quoted(orchestra
     assert INVALID in repair and first in repair
     assert "step 'api': unknown agent 'nobody'" in repair and "unknown step 'nope'" in repair
     assert T.get_task(task["id"])["definition"]["steps"][0]["agent"] == "backend"
+    planning = _planning_run(orchestra_env, planned["plan"])
+    assert [(c["step"], c["purpose"], c["status"]) for c in planning["calls"]] == [
+        ("plan", "call", "ok"), ("plan", "repair", "ok")]
+    assert planning["cost_usd"] == pytest.approx(planned["plan"]["cost_usd"])
 
 
 @pytest.mark.parametrize("answer", [INVALID, "Sure! Here is a plan: first design the API, then test it.",
@@ -410,9 +439,28 @@ def test_a_plan_that_stays_invalid_leaves_the_task_todo_with_the_errors_kept(orc
     assert all(e in message for e in kept["plan"]["errors"])
     assert kept["history"][-1]["field"] == "plan" and kept["history"][-1]["reason"] == (
         "the planner's workflow is invalid")
+    planning = _planning_run(orchestra_env, kept["plan"])  # paid for, and FAILED everywhere
+    assert planning["prefect"][2] == "FAILED" and planning["state"] == "FAILED"
+    assert len(planning["calls"]) == 2 and "not a valid workflow" in planning["error"]
     with pytest.raises(T.TaskError, match="still invalid"):  # executing plans again: still invalid, nothing runs
         asyncio.run(T.execute_task(task["id"], actor=ACTOR))
     assert queries.task_runs(orchestra_env, task["id"]) == [] and len(planner.requests) == 4
+
+
+def test_a_planner_that_cannot_be_asked_is_an_error_and_its_failed_call_a_ledger_row(orchestra_env, planner):
+    from orchestra.planner import PlannerError
+
+    planner.configure(faults=[401])
+    task = T.add_task("Add login", actor=ACTOR)
+    with pytest.raises(PlannerError, match="planner 'planner' \\(openai:gpt-4.1-mini\\): .*authentication failed"):
+        asyncio.run(T.plan_task(task["id"], actor=ACTOR))
+    kept = T.get_task(task["id"])
+    assert kept["status"] == "todo" and kept["definition"] is None and kept["plan"]["ok"] is False
+    planning = _planning_run(orchestra_env, kept["plan"])
+    assert planning["prefect"][2] == "FAILED" and planning["state"] == "FAILED"
+    (call,) = planning["calls"]
+    assert (call["status"], call["cost_usd"]) == ("error", 0) and "authentication failed" in call["error"]
+    assert "sk-test" not in json.dumps(planning, default=str)
 
 
 def test_without_a_planner_a_task_gets_the_shipped_task_workflow(orchestra_env, monkeypatch):
