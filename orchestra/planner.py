@@ -11,11 +11,12 @@ inputs; when it does not, the planner is asked once more with the validator's er
 quoted (the repair round). A second invalid answer is a :class:`Plan` without a
 definition, with the errors of that answer.
 
-Planning is a Prefect flow run of its own (flow ``planner``, named ``plan-task-<id>``),
-kept in the ledger like a workflow's run: a ``runs`` row of workflow ``planner``, its one
-step ``plan`` and a ``calls`` row per request (built by ``core.calls.CallRecord``; the
-repair round's purpose is ``repair``), so what planning costs shows wherever costs do.
-The flow run COMPLETES with a valid workflow and FAILS otherwise. Prefect is imported
+Planning is a Prefect flow run of its own (flow ``planner``, named ``plan-task-<id>``)
+with one task run, ``plan``, kept in the ledger like a workflow's run: a ``runs`` row of
+workflow ``planner``, its one step ``plan`` and a ``calls`` row per request (built by
+``core.calls.CallRecord``; the repair round's purpose is ``repair``), so what planning
+costs shows wherever costs do. Flow run and task run COMPLETE with a valid workflow and
+FAIL otherwise. Prefect is imported
 only here, when a planner is asked (choosing one stays light).
 """
 
@@ -181,8 +182,14 @@ async def _ask(agent: AgentConfig, prompt: str, plan: Plan, keep: Callable[[Call
     return result.output
 
 
+class _InvalidPlan(Exception):
+    """The planning step's end when the second answer is not a valid workflow either."""
+
+
 async def _plan(agent: AgentConfig, task: dict[str, Any], first: str, plan: Plan,
                 keep: Callable[[CallRecord], Any]) -> Plan:
+    """The planning step (a Prefect task run): the request, the repair round if need be;
+    _InvalidPlan when the workflow stays invalid (``plan`` holds what was written)."""
     answer = await _ask(agent, first, plan, keep, "call")
     plan.definition, plan.errors = check(answer, task["id"])
     if plan.definition is not None:
@@ -192,6 +199,8 @@ async def _plan(agent: AgentConfig, task: dict[str, Any], first: str, plan: Plan
               + "\n\nAnswer with the corrected workflow as one JSON object and nothing else.")
     answer = await _ask(agent, repair, plan, keep, "repair")
     plan.definition, plan.errors = check(answer, task["id"])
+    if plan.definition is None:
+        raise _InvalidPlan("the answer is not a valid workflow after one repair round: " + "; ".join(plan.errors))
     return plan
 
 
@@ -202,6 +211,8 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
     its own, recorded in ``ledger`` (a ``flows.ports.Ledger``: the app's store) when one is
     given. PlannerError when the planner cannot be asked."""
     from prefect import flow
+    from prefect import task as prefect_task
+    from prefect.cache_policies import NO_CACHE
     from prefect.context import FlowRunContext
     from prefect.states import Completed, Failed
 
@@ -219,8 +230,11 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
         first = prompt_for(task, load_registry(), context)
         error: str | None = None
         state = "FAILED"
+        step = prefect_task(_plan, name=STEP, task_run_name=STEP, persist_result=False, cache_policy=NO_CACHE)
         try:
-            await _plan(agent, task, first, plan, ledger.record_call if recorded else lambda call: None)
+            await step(agent, task, first, plan, ledger.record_call if recorded else lambda call: None)
+        except _InvalidPlan as exc:  # the step's task run FAILED; the flow run fails with it, below
+            error = str(exc)
         except asyncio.CancelledError:
             state, error = "CANCELLED", "planning was cancelled"
             raise
@@ -228,10 +242,7 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
             error = str(exc) if isinstance(exc, PlannerError) else f"planning stopped: {type(exc).__name__}"
             raise
         else:
-            if plan.definition is None:
-                error = "the answer is not a valid workflow after one repair round: " + "; ".join(plan.errors)
-            else:
-                state = "COMPLETED"
+            state = "COMPLETED"
         finally:
             if recorded:
                 ledger.record_step(StepState(run_id, STEP, state, agent=agent.name, model=model, error=error,

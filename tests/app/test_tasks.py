@@ -362,14 +362,18 @@ def _asked(fake) -> list[str]:
 
 def _planning_run(store, plan: dict) -> dict:
     """The planning's flow run as the ledger and Prefect keep it: the ledger's run, and
-    the Prefect flow run's (flow name, run name, state)."""
+    the Prefect flow run's (flow name, run name, state, [(task run name, state)])."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     async def read():
+        run_id = uuid.UUID(plan["flow_run_id"])
         async with get_client() as client:
-            flow_run = await client.read_flow_run(uuid.UUID(plan["flow_run_id"]))
+            flow_run = await client.read_flow_run(run_id)
             flow = await client.read_flow(flow_run.flow_id)
-        return flow.name, flow_run.name, flow_run.state.type.value
+            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        return (flow.name, flow_run.name, flow_run.state.type.value,
+                [(t.name, t.state.type.value) for t in task_runs])
 
     return {**queries.run(store, plan["flow_run_id"]), "prefect": asyncio.run(read())}
 
@@ -392,7 +396,7 @@ def test_the_planner_writes_a_valid_workflow_that_is_kept_and_runs(orchestra_env
     assert [h["field"] for h in kept["history"]] == ["created", "definition", "plan"]
     # planning is a flow run of its own, and its call a ledger row like any step's
     planning = _planning_run(orchestra_env, kept["plan"])
-    assert planning["prefect"] == ("planner", f"plan-task-{task['id']}", "COMPLETED")
+    assert planning["prefect"] == ("planner", f"plan-task-{task['id']}", "COMPLETED", [("plan", "COMPLETED")])
     assert (planning["workflow"], planning["state"]) == ("planner", "COMPLETED")
     (call,) = planning["calls"]
     assert (call["step"], call["agent"], call["model"], call["purpose"], call["status"]) == (
@@ -440,7 +444,7 @@ def test_a_plan_that_stays_invalid_leaves_the_task_todo_with_the_errors_kept(orc
     assert kept["history"][-1]["field"] == "plan" and kept["history"][-1]["reason"] == (
         "the planner's workflow is invalid")
     planning = _planning_run(orchestra_env, kept["plan"])  # paid for, and FAILED everywhere
-    assert planning["prefect"][2] == "FAILED" and planning["state"] == "FAILED"
+    assert planning["prefect"][2:] == ("FAILED", [("plan", "FAILED")]) and planning["state"] == "FAILED"
     assert len(planning["calls"]) == 2 and "not a valid workflow" in planning["error"]
     with pytest.raises(T.TaskError, match="still invalid"):  # executing plans again: still invalid, nothing runs
         asyncio.run(T.execute_task(task["id"], actor=ACTOR))
@@ -457,7 +461,7 @@ def test_a_planner_that_cannot_be_asked_is_an_error_and_its_failed_call_a_ledger
     kept = T.get_task(task["id"])
     assert kept["status"] == "todo" and kept["definition"] is None and kept["plan"]["ok"] is False
     planning = _planning_run(orchestra_env, kept["plan"])
-    assert planning["prefect"][2] == "FAILED" and planning["state"] == "FAILED"
+    assert planning["prefect"][2:] == ("FAILED", [("plan", "FAILED")]) and planning["state"] == "FAILED"
     (call,) = planning["calls"]
     assert (call["status"], call["cost_usd"]) == ("error", 0) and "authentication failed" in call["error"]
     assert "sk-test" not in json.dumps(planning, default=str)
