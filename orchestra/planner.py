@@ -217,6 +217,7 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
     from prefect.states import Completed, Failed
 
     model = agent.model or settings().default_model
+    asked: list[PlannerError] = []  # the planner could not be asked: raised here, after the flow run
 
     async def planner(task_id: int) -> Any:
         ctx = FlowRunContext.get()
@@ -228,21 +229,34 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
                              started=datetime.now(UTC))
             ledger.record_step(StepState(run_id, STEP, "RUNNING", agent=agent.name, model=model))
         first = prompt_for(task, load_registry(), context)
+
+        async def plan_step() -> Any:
+            # expected ends are states, not exceptions: Prefect logs one line, no traceback
+            try:
+                await _plan(agent, task, first, plan, ledger.record_call if recorded else lambda call: None)
+            except PlannerError as exc:
+                asked.append(exc)
+                return Failed(message=str(exc))
+            except _InvalidPlan as exc:
+                return Failed(message=str(exc))
+            return Completed(data=plan)
+
+        step = prefect_task(plan_step, name=STEP, task_run_name=STEP, persist_result=False, cache_policy=NO_CACHE)
         error: str | None = None
         state = "FAILED"
-        step = prefect_task(_plan, name=STEP, task_run_name=STEP, persist_result=False, cache_policy=NO_CACHE)
         try:
-            await step(agent, task, first, plan, ledger.record_call if recorded else lambda call: None)
-        except _InvalidPlan as exc:  # the step's task run FAILED; the flow run fails with it, below
-            error = str(exc)
+            stepped = await step(return_state=True)
         except asyncio.CancelledError:
             state, error = "CANCELLED", "planning was cancelled"
             raise
         except BaseException as exc:
-            error = str(exc) if isinstance(exc, PlannerError) else f"planning stopped: {type(exc).__name__}"
+            error = f"planning stopped: {type(exc).__name__}"
             raise
         else:
-            state = "COMPLETED"
+            if stepped.is_completed():
+                state = "COMPLETED"
+            else:
+                error = stepped.message or "planning failed"
         finally:
             if recorded:
                 ledger.record_step(StepState(run_id, STEP, state, agent=agent.name, model=model, error=error,
@@ -254,9 +268,10 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
                     validate_parameters=False)(planner)
     state = await planning(task_id=task["id"], return_state=True)
     result = await state.aresult(raise_on_failure=False)
+    if asked:
+        asked[0].flow_run_id = str(state.state_details.flow_run_id)
+        raise asked[0]
     if isinstance(result, BaseException):
-        if isinstance(result, PlannerError):
-            result.flow_run_id = str(state.state_details.flow_run_id)
         raise result
     return result
 
