@@ -155,6 +155,28 @@ def _ship_completed_lines(ship: bool) -> None:
         logger.addFilter(_NoCompletedLines())
 
 
+class _NoStepTracebacks:
+    """Prefect logs a task run that failed for good with ``exc_info``: the traceback of a
+    step's StepError, or "NoneType: None" for a task that returned a Failed state. The
+    message already names the step and what failed; the traceback only reached the
+    terminal, the API's logs and the UI as noise. Dropped unless ``ORCHESTRA_DEBUG``; any
+    other exception (a defect) keeps its traceback."""
+
+    def filter(self, record: Any) -> bool:
+        if record.exc_info and not settings().debug:
+            exc = record.exc_info[1]
+            if exc is None or isinstance(exc, StepError):
+                record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_step_failures() -> None:
+    """Install :class:`_NoStepTracebacks` on Prefect's task-run logger (idempotent)."""
+    logger = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _NoStepTracebacks) for f in logger.filters):
+        logger.addFilter(_NoStepTracebacks())
+
+
 async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, model: str | None = None,
                   no_cache: bool = False, budget_usd: float | None = None) -> dict[str, Any] | State:
     """Run ``wf`` inside the current Prefect flow run; its report (or a Failed state
@@ -163,6 +185,7 @@ async def execute(wf: Workflow, inputs: dict[str, Any], *, ledger: Any = None, m
     flow_run_id = str(ctx.flow_run.id)
     logger = get_run_logger()
     _ship_completed_lines(settings().completed_task_logs)
+    quiet_step_failures()
     try:  # checked before anything is written: approval steps need a server; a budget must be >= 0;
         # the FastAgentSettings block the settings name must be readable (its MCP servers join the map)
         if problem := no_server_problem(wf):

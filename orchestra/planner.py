@@ -216,6 +216,9 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
     from prefect.context import FlowRunContext
     from prefect.states import Completed, Failed
 
+    from flows.engine import quiet_step_failures
+
+    quiet_step_failures()  # the plan task run's Failed state: one line, as a step's
     model = agent.model or settings().default_model
     asked: list[PlannerError] = []  # the planner could not be asked: raised here, after the flow run
 

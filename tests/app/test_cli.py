@@ -75,6 +75,20 @@ def test_failed_run_exits_1_with_the_reason(cli, openai_fake):
     assert "Traceback" not in proc.stderr and KEY not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("faults, retries", [([401], 0), ([500, 500], 1)], ids=["no retries", "retries exhausted"])
+def test_a_step_that_fails_for_good_prints_no_traceback(cli, openai_fake, tmp_path, faults, retries):
+    """Prefect logs a task run that failed with no retry left with its traceback: for a
+    step's own error the one-line message is all the terminal shows."""
+    openai_fake.configure(faults=faults)
+    wf = tmp_path / "once.yaml"
+    wf.write_text(f"name: once\nsteps:\n  - {{id: only, prompt: {uuid.uuid4().hex}, retries: {retries}}}\n")
+    proc = cli("run", str(wf), "--model", "openai:gpt-4.1-mini", OPENAI_BASE_URL=openai_fake.base_url,
+               OPENAI_API_KEY=KEY)
+    assert proc.returncode == 1 and "step 'only'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and "NoneType: None" not in proc.stderr
+    assert openai_fake.request_count == retries + 1
+
+
 def test_offline_default_run_json(cli):
     proc = cli("run", str(WORKFLOWS / "hello.yaml"), "-i", "name=Ada", "--json")
     assert proc.returncode == 0, proc.stderr
