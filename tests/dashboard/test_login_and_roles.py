@@ -48,6 +48,16 @@ def fresh(page: str | None = None, agents=None):
     return at
 
 
+def log_in(name: str, password: str = PASSWORD):
+    """A new session logged in through the login form."""
+    at = fresh()
+    at.run()
+    at.text_input(key="login_name").input(name)
+    at.text_input(key="login_password").input(password)
+    next(b for b in at.button if b.label == "Log in").click().run()
+    return at
+
+
 def as_user(name: str, page: str | None = None, agents=None):
     """A session already logged in as ``name`` (the gate re-reads the role from the ledger)."""
     at = fresh(page, agents)
@@ -88,11 +98,7 @@ def test_a_wrong_password_is_a_message_audited_and_never_says_which_part(team):
 
 def test_the_right_password_opens_the_overview_with_the_role_in_the_sidebar(team):
     store, _ = team
-    at = fresh()
-    at.run()
-    at.text_input(key="login_name").input("mia")
-    at.text_input(key="login_password").input(PASSWORD)
-    next(b for b in at.button if b.label == "Log in").click().run()
+    at = log_in("mia")
     assert not at.exception and not at.error
     assert [t.value for t in at.title] == ["Overview"]
     assert any("**mia** · member" in m.value for m in at.sidebar.markdown)

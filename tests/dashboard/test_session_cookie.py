@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from dashboard import auth
 from orchestra import users
 from tests.dashboard.test_dashboard import texts
-from tests.dashboard.test_login_and_roles import PASSWORD, fresh, team  # noqa: F401
+from tests.dashboard.test_login_and_roles import log_in, team  # noqa: F401
 
 GRANT = re.compile(r"grant\W+([A-Za-z0-9_-]{40,})")  # in the page's script (escaped in the protobuf's text)
 
@@ -35,11 +35,7 @@ def post(client, grant) -> object:
 
 def test_a_login_hands_the_page_a_grant_that_the_route_trades_once_for_an_httponly_cookie(team, route):  # noqa: F811
     store, _ = team
-    at = fresh()
-    at.run()
-    at.text_input(key="login_name").input("mia")
-    at.text_input(key="login_password").input(PASSWORD)
-    next(b for b in at.button if b.label == "Log in").click().run()
+    at = log_in("mia")
     assert [t.value for t in at.title] == ["Overview"]
     page = texts(at)
     (grant,) = GRANT.findall(page)
