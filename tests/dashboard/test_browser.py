@@ -26,6 +26,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = Actor("olga", "owner", via="cli")
 PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a brand new passphrase"
 
 
 def serve(tmp_path: Path, db: Path, *extra: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
@@ -62,12 +63,13 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path, monk
     store = Store(f"sqlite:///{db}")
     seed_ledger(store)
     seed_run(store, state="RUNNING")
-    users.add(OWNER, "ada", "admin", PASSWORD, store=store)
+    users.add(OWNER, "ada", "owner", PASSWORD, store=store)
     shots = Path(os.environ.get("ORCHESTRA_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     server, base = serve(tmp_path, db)
 
     cookies: dict[str, tuple[list[dict], str]] = {}
+    cleared: dict[str, str] = {}
 
     async def drive() -> dict[str, str]:
         pages: dict[str, str] = {}
@@ -98,6 +100,18 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path, monk
             # a reload (or a link opened in a new tab) keeps the login: the signed session cookie
             pages["reloaded"] = await tab.load(base + "/costs", ["Costs", "Top model:", "Latency", "Log out"],
                                                charts=6, timeout=60)
+            # an owner adds a user; the password field is empty again once the form is sent
+            await tab.load(base + "/users", ["Users", "Add a user", "ada"], timeout=60)
+            await tab.type_into("input[aria-label='User name']", "bea")
+            await tab.type_into("input[aria-label='Password']", NEW_PASSWORD)
+            assert await tab.click_button("Add user")
+            pages["users"] = await tab.wait_for(["Added bea as viewer.", "bea"], timeout=60)
+            for _ in range(100):  # the form's widgets mount again after the page's rerun
+                cleared["password"] = await tab.js("document.querySelector(\"input[aria-label='Password']\")?.value")
+                if cleared["password"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            await tab.screenshot(shots / "users.png")
             assert await tab.click_button("Log out")
             await tab.wait_for(["User name"])
             cookies["logged out"] = await session_cookies(tab, held=False)
@@ -122,6 +136,8 @@ def test_log_in_then_the_overview_and_a_running_run_followed_live(tmp_path, monk
     assert "orchestra_session" not in seen_by_scripts
     assert cookies["logged out"][0] == [] and "orchestra_session" not in cookies["logged out"][1]
     assert (shots / "overview.png").stat().st_size > 20_000 and (shots / "run.png").stat().st_size > 20_000
+    assert users.authenticate("bea", NEW_PASSWORD, store=store).role == "viewer"
+    assert cleared["password"] == "" and NEW_PASSWORD not in pages["users"]
 
 
 def test_single_sign_on_through_the_oidc_double(tmp_path):

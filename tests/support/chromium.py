@@ -113,9 +113,16 @@ class Tab:
         await self.call("Page.navigate", url=url)
         return await self.wait_for(wants, charts, timeout, streamlit)
 
-    async def type_into(self, selector: str, value: str) -> None:
-        """Focus an input and type ``value`` as keystrokes (React sees real input events)."""
-        await self.js(f"document.querySelector({json.dumps(selector)}).focus()")
+    async def type_into(self, selector: str, value: str, timeout: float = 15.0) -> None:
+        """Focus an input and type ``value`` as keystrokes (React sees real input events).
+        Waits for the input: a page's text can show a moment before its widgets mount, and
+        keystrokes sent before then go nowhere."""
+        deadline = time.monotonic() + timeout
+        while not await self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                                "if (e) { e.focus(); return document.activeElement === e } return false })()"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no input {selector} to type into; page text:\n{(await self.text())[:2000]}")
+            await asyncio.sleep(0.1)
         await self.call("Input.insertText", text=value)
 
     async def click_button(self, label: str) -> bool:
