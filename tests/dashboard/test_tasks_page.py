@@ -107,6 +107,34 @@ def test_a_plan_that_cannot_be_made_is_an_error_and_changes_nothing(tasks, monke
     assert T.get_task(tasks["tests"]["id"])["history"][-1]["field"] == "created"
 
 
+def test_the_plan_button_asks_the_planner_in_a_flow_run_of_its_own(tasks, monkeypatch, prefect_api):
+    """With a planner (the OpenAI wire fake), Plan writes the workflow through a planning
+    flow run on the Prefect server, whose call is in the ledger."""
+    import json
+
+    from ledger import queries
+    from orchestra.runtime import ledger
+    from tests.fakes import OpenAIFake
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    reply = {"name": "readme", "steps": [{"id": "tidy", "agent": "assistant", "prompt": "Tidy the README"}]}
+    with OpenAIFake() as fake:
+        fake.configure(reply=json.dumps(reply))
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+        monkeypatch.setenv("ORCHESTRA_PLANNER", "openai:gpt-4.1-mini")
+        at = app()
+        at.selectbox(key="tasks_task").set_value(tasks["tests"]["id"]).run()
+        at.button(key="tasks_plan").click().run()
+        assert not at.error and not at.exception, [e.value for e in at.error]
+        assert fake.request_count == 1
+    plan = T.get_task(tasks["tests"]["id"])["plan"]
+    assert plan["ok"] and plan["source"] == "planner"
+    planning = queries.run(ledger(), plan["flow_run_id"])
+    assert planning["workflow"] == "planner" and planning["state"] == "COMPLETED" and len(planning["calls"]) == 1
+    assert SECRET not in texts(at)
+
+
 def test_the_execute_button_starts_a_real_run_that_the_page_then_shows(tasks, monkeypatch, prefect_api):
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     at = app()
