@@ -276,6 +276,10 @@ async def write_workflow(agent: AgentConfig, task: dict[str, Any], context: dict
         raise asked[0]
     if isinstance(result, BaseException):
         raise result
+    if result.definition is None and not result.errors:  # the step ended some other way: not "invalid"
+        error = PlannerError(f"planner {agent.name!r} ({model}): planning failed: {state.message}")
+        error.flow_run_id = result.flow_run_id
+        raise error
     return result
 
 

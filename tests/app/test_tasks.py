@@ -467,6 +467,23 @@ def test_a_planner_that_cannot_be_asked_is_an_error_and_its_failed_call_a_ledger
     assert "sk-test" not in json.dumps(planning, default=str)
 
 
+def test_a_planning_step_that_breaks_is_a_planner_error_not_an_invalid_plan(orchestra_env, planner, monkeypatch):
+    from orchestra import planner as planning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(planning, "prompt_for", lambda *a, **k: "plan this")
+    monkeypatch.setattr(planning, "check", broken)
+    planner.configure(reply=_plan_reply())
+    task = T.add_task("Add login", actor=ACTOR)
+    with pytest.raises(planning.PlannerError, match="planning failed"):
+        asyncio.run(T.plan_task(task["id"], actor=ACTOR))
+    kept = T.get_task(task["id"])
+    assert kept["definition"] is None and kept["plan"]["ok"] is False
+    assert _planning_run(orchestra_env, kept["plan"])["state"] == "FAILED"
+
+
 def test_without_a_planner_a_task_gets_the_shipped_task_workflow(orchestra_env, monkeypatch):
     monkeypatch.delenv("ORCHESTRA_PLANNER", raising=False)
     task = T.add_task("Write a haiku about retries", description="five, seven, five", actor=ACTOR)
