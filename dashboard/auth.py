@@ -184,10 +184,10 @@ async def session_endpoint(request):
     expired grant), ``DELETE`` clears it."""
     from starlette.responses import JSONResponse, Response
 
-    secure = request.url.scheme == "https"
+    cookie = {"path": "/", "secure": request.url.scheme == "https", "httponly": True, "samesite": "strict"}
     if request.method == "DELETE":
         response = Response(status_code=204)
-        response.delete_cookie(COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
+        response.delete_cookie(COOKIE, **cookie)
         return response
     try:
         grant = (await request.json()).get("grant")
@@ -197,8 +197,7 @@ async def session_endpoint(request):
     if token is None:
         return JSONResponse({"error": "unknown, used or expired grant"}, status_code=400)
     response = Response(status_code=204)
-    response.set_cookie(COOKIE, token, max_age=users.SESSION_HOURS * 3600, path="/", secure=secure, httponly=True,
-                        samesite="strict")
+    response.set_cookie(COOKIE, token, max_age=users.SESSION_HOURS * 3600, **cookie)
     return response
 
 
