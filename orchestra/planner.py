@@ -16,8 +16,8 @@ with one task run, ``plan``, kept in the ledger like a workflow's run: a ``runs`
 workflow ``planner``, its one step ``plan`` and a ``calls`` row per request (built by
 ``core.calls.CallRecord``; the repair round's purpose is ``repair``), so what planning
 costs shows wherever costs do. Flow run and task run COMPLETE with a valid workflow and
-FAIL otherwise. Prefect is imported
-only here, when a planner is asked (choosing one stays light).
+FAIL otherwise. Prefect is imported only here, when a planner is asked (choosing one
+stays light).
 """
 
 from __future__ import annotations
