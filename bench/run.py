@@ -183,6 +183,19 @@ class BareFailed(RuntimeError):
     """The bare-Prefect run did not complete (recorded in the table; the rest goes on)."""
 
 
+class SideFailed(RuntimeError):
+    """A baseline or Orchestra run that did not complete, its message naming the side: the
+    workload's row is then that message."""
+
+
+async def _side(side: str, awaitable):
+    """Await one side's run; a failure becomes a SideFailed that names ``side``."""
+    try:
+        return await awaitable
+    except (Exception, SystemExit) as exc:
+        raise SideFailed(f"{side}: {type(exc).__name__}: {exc}") from exc
+
+
 # ---------------------------------------------------------------------------
 # Orchestra: the same DAG as a workflow, every step a Prefect task run
 
@@ -325,7 +338,7 @@ async def measure(names: list[str], latency_ms: int, repeats: int, url: str,
         try:
             results[name] = await _workload(name, latency_ms, repeats, url, server, idle, profile_dir)
         except (Exception, SystemExit) as exc:  # a side that did not complete: recorded, the rest goes on
-            results[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            results[name] = (str(exc) if isinstance(exc, SideFailed) else f"{type(exc).__name__}: {exc}")[:300]
             print(f"{name}: a run did not complete: {results[name]}", file=sys.stderr)
             procstat.wait_idle(server, idle)
     return results
@@ -348,17 +361,18 @@ async def _workload(name: str, latency_ms: int, repeats: int, url: str, server: 
         runs: list[dict] = []
         # one warm-up of each (not for the 10,000-item run), then alternate so both see the same machine
         if name != "fan10k":
-            await baseline(dag, f"{url}/v1", uuid.uuid4().hex)
+            await _side("the baseline's warm-up", baseline(dag, f"{url}/v1", uuid.uuid4().hex))
             if BARE and not profile_dir:
                 with contextlib.suppress(BareFailed):  # the measured run records a failure
                     await prefect_bare(dag, f"{url}/v1", uuid.uuid4().hex)
-            await orchestra(flow_fn, wf, uuid.uuid4().hex)
+            await _side("Orchestra's warm-up", orchestra(flow_fn, wf, uuid.uuid4().hex))
             procstat.wait_idle(server, idle)
         for _ in range(1 if profile_dir else reps):
             rec: dict = {}
             if not profile_dir:
                 procstat.reset_peak(me)
-                rec["baseline"], rec["baseline_cpu"] = await _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex)
+                rec["baseline"], rec["baseline_cpu"] = await _side(
+                    "the baseline", _timed(baseline)(dag, f"{url}/v1", uuid.uuid4().hex))
                 rec["baseline_rss"] = procstat.peak_rss(me)
                 await asyncio.sleep(0.5)
                 if BARE and name != "fan10k":  # see BARE
@@ -376,7 +390,7 @@ async def _workload(name: str, latency_ms: int, repeats: int, url: str, server: 
                          Profiler(server[0], profile_dir / f"{name}-server.txt")]
                 for spy in spies:
                     spy.start()
-            orch = await _on_server(server, idle, url, orchestra, flow_fn, wf, uuid.uuid4().hex)
+            orch = await _side("Orchestra", _on_server(server, idle, url, orchestra, flow_fn, wf, uuid.uuid4().hex))
             rec.update(orchestra=orch["wall"], orchestra_cpu=orch["cpu"],
                        **{k: v for k, v in orch.items() if k not in ("wall", "cpu")})
             rec["ledger_calls"] = ledger_calls(LAST_RUN[0])
