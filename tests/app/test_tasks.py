@@ -362,20 +362,21 @@ def _asked(fake) -> list[str]:
 
 def _planning_run(store, plan: dict) -> dict:
     """The planning's flow run as the ledger and Prefect keep it: the ledger's run, and
-    the Prefect flow run's (flow name, run name, state, [(task run name, state)])."""
+    the Prefect flow run's (flow name, run name, state, [(task run name, state)]), once
+    its task run's final state has reached the server."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tests.engine.test_engine import wait_for_task_runs
 
     async def read():
-        run_id = uuid.UUID(plan["flow_run_id"])
         async with get_client() as client:
-            flow_run = await client.read_flow_run(run_id)
+            flow_run = await client.read_flow_run(uuid.UUID(plan["flow_run_id"]))
             flow = await client.read_flow(flow_run.flow_id)
-            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-        return (flow.name, flow_run.name, flow_run.state.type.value,
-                [(t.name, t.state.type.value) for t in task_runs])
+        return flow.name, flow_run.name, flow_run.state.type.value
 
-    return {**queries.run(store, plan["flow_run_id"]), "prefect": asyncio.run(read())}
+    task_runs = wait_for_task_runs(plan["flow_run_id"], 1)
+    return {**queries.run(store, plan["flow_run_id"]),
+            "prefect": (*asyncio.run(read()), [(t.name, t.state.type.value) for t in task_runs])}
 
 
 def test_the_planner_writes_a_valid_workflow_that_is_kept_and_runs(orchestra_env, planner):
