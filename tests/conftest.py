@@ -23,15 +23,6 @@ for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC
     os.environ.pop(var, None)
 
 
-def pytest_collection_modifyitems(config, items):
-    """The modules that start a real Prefect server (marker ``server``: the suite's longest
-    tests, the 20-run bursts among them) run first, in their order. Under pytest-xdist's
-    worksteal a worker takes the first half of the list and steals from the end of another
-    worker's queue, so the long tests start early, one after another on one worker, and the
-    short ones fill the end of the run instead of one worker waiting on a long test alone."""
-    items.sort(key=lambda item: item.get_closest_marker("server") is None)  # stable: else as collected
-
-
 @pytest.fixture(autouse=True)
 def _settings_follow_the_environment(monkeypatch):
     """Orchestra reads its settings once per process (core.settings); a test that sets an
