@@ -1,5 +1,8 @@
-"""Load: 20 deployment runs of code-review submitted at once all complete. No timing
-is asserted; bench/load.py measures (and prints the same table here with -s).
+"""Load: 12 deployment runs of code-review submitted at once all complete, three times
+the worker's limit of 4, so runs queue for the worker. No timing is asserted;
+bench/load.py measures (and prints the same table here with -s; `--runs 20` is the
+burst of docs/scaling.md). 12, not 20: on 2 cores each run is a flow-run process of
+~4 CPU-s, and the suite's 20-run burst is tests/server/test_burst.py (SQLite).
 
 Runs on the PostgreSQL stack (tests/prefect_server_fixture.py): Prefect server and
 ledger on PostgreSQL, one process worker running at most 4 flow runs at once,
@@ -20,7 +23,7 @@ from tests.support.prefect_stack import ROOT, WORKER_LIMIT, PgStack
 pytest_plugins = ["tests.support.prefect_server_fixture"]
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
-RUNS = 20
+RUNS = 12  # > 2 x WORKER_LIMIT: the worker takes runs as others end
 MODEL = "openai:gpt-4.1-mini"
 
 
@@ -31,7 +34,7 @@ def _bench():
     return module
 
 
-def test_twenty_code_review_runs_submitted_at_once_all_complete(pg_stack: PgStack):
+def test_twelve_code_review_runs_submitted_at_once_all_complete(pg_stack: PgStack):
     from ledger.store import Store
 
     bench, stack = _bench(), pg_stack.stack
